@@ -150,6 +150,10 @@ class _EncryptedBase(TypeDecorator[Ciphertext]):
 class EncryptedString(_EncryptedBase):
     """A secret string, stored as a Fernet token."""
 
+    cache_ok = True
+
 
 class EncryptedJSON(_EncryptedBase):
     """A JSON document, stored as a Fernet token."""
+
+    cache_ok = True
