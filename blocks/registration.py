@@ -1,0 +1,75 @@
+"""Register block types and create the default block documents from settings when they are absent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeVar
+
+from prefect.blocks.core import Block
+from prefect.exceptions import ObjectNotFound
+
+from blocks.database import TimescaleDatabase
+from blocks.exchange_account import ExchangeAccount
+from blocks.keys import EncryptionKeys
+from blocks.market_cache import MarketCache
+from config.settings import Settings, split_keys
+from db.crypto import Keyring
+from domain.errors import ConfigurationError
+
+B = TypeVar("B", bound=Block)
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredDocument:
+    block_type: str
+    name: str
+    created: bool
+
+
+def register_block_types() -> list[str]:
+    """Register every block type and schema with the Prefect API (idempotent)."""
+    registered = []
+    for block_type in (EncryptionKeys, ExchangeAccount, TimescaleDatabase, MarketCache):
+        block_type.register_type_and_schema()
+        registered.append(block_type.get_block_type_slug())
+    return registered
+
+
+def load_block(block_type: type[B], name: str) -> B | None:
+    """The named block document, or None when it does not exist."""
+    try:
+        return block_type.load(name)
+    except (ValueError, ObjectNotFound):
+        return None
+
+
+def ensure_default_documents(settings: Settings) -> list[RegisteredDocument]:
+    """Create the `settings.block_prefix` documents that do not exist yet; never overwrite one."""
+    name = settings.block_prefix
+    wanted: list[Block] = [
+        TimescaleDatabase(url=settings.database_url),
+        MarketCache(redis_url=settings.redis_url),
+        ExchangeAccount(exchange_id=settings.exchange),
+    ]
+    if settings.encryption_keys is not None:
+        wanted.append(EncryptionKeys(keys=split_keys(settings.encryption_keys)))
+    results = []
+    for block in wanted:
+        exists = load_block(type(block), name) is not None
+        if not exists:
+            block.save(name)
+        results.append(RegisteredDocument(type(block).get_block_type_slug(), name, created=not exists))
+    return results
+
+
+def resolve_keyring(settings: Settings) -> Keyring:
+    """Keys from SE_ENCRYPTION_KEYS when set, else from the EncryptionKeys block; a clear error when neither."""
+    if settings.encryption_keys is not None:
+        return Keyring(settings.require_encryption_keys())
+    block = load_block(EncryptionKeys, settings.block_prefix)
+    if block is None:
+        raise ConfigurationError(
+            f"no encryption key configured: no EncryptionKeys block named {settings.block_prefix!r} and "
+            "SE_ENCRYPTION_KEYS is unset; run `strategy-engine keys generate`"
+        )
+    return block.keyring()
