@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from prefect.blocks.core import Block
 from prefect.exceptions import ObjectNotFound
@@ -38,7 +38,7 @@ def register_block_types() -> list[str]:
 def load_block(block_type: type[B], name: str) -> B | None:
     """The named block document, or None when it does not exist."""
     try:
-        return block_type.load(name)
+        return cast(B, block_type.load(name))
     except (ValueError, ObjectNotFound):
         return None
 
@@ -63,7 +63,7 @@ def ensure_default_documents(settings: Settings) -> list[RegisteredDocument]:
 
 
 def resolve_keyring(settings: Settings) -> Keyring:
-    """Keys from SE_ENCRYPTION_KEYS when set, else from the EncryptionKeys block; a clear error when neither."""
+    """Keys from SE_ENCRYPTION_KEYS when set, else from the EncryptionKeys block; else a clear error."""
     if settings.encryption_keys is not None:
         return Keyring(settings.require_encryption_keys())
     block = load_block(EncryptionKeys, settings.block_prefix)

@@ -16,8 +16,8 @@ from domain.errors import PermanentError, StrategyEngineError, TransientError
 P = ParamSpec("P")
 R = TypeVar("R")
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_PERMANENT = 2
 EXIT_TRANSIENT = 3

@@ -37,18 +37,26 @@ def database_status(engine: Engine) -> DatabaseStatus:
         ts = timescale_status(conn)
         hypertables = set(ts.get("hypertables", []))
         existing = set(
-            conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")).scalars()
+            conn.execute(
+                text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+            ).scalars()
         )
         for name in sorted(metadata.tables):
             if name not in existing:
                 continue
             estimate = conn.execute(
-                text("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(:t)"), {"t": name}
+                text("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass(:t)"),
+                {"t": name},
             ).scalar_one()
             if estimate > EXACT_COUNT_LIMIT:
                 rows, estimated = int(estimate), True
             else:
-                rows, estimated = int(conn.execute(text(f'SELECT count(*) FROM "{name}"')).scalar_one()), False
-            tables.append(TableStatus(name, rows, estimated, "hypertable" if name in hypertables else "table"))
+                rows, estimated = (
+                    int(conn.execute(text(f'SELECT count(*) FROM "{name}"')).scalar_one()),
+                    False,
+                )
+            tables.append(
+                TableStatus(name, rows, estimated, "hypertable" if name in hypertables else "table")
+            )
     detail = str(ts.get("detail", ""))
     return DatabaseStatus(revision, bool(ts.get("enabled")), detail, tables)
