@@ -89,7 +89,10 @@ def _copy_groups(
     """Binary-COPY symbol groups into `target`: into `candles` when `series` = (exchange, timeframe) is
     given (columns exchange, symbol, timeframe, ts, prices), else into the staging table (symbol, ts, prices)."""
     columns = _COPY_COLUMNS if series else "symbol, ts, open, high, low, close, volume"
-    with _psycopg(conn).cursor() as cur, cur.copy(f"COPY {target} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+    with (
+        _psycopg(conn).cursor() as cur,
+        cur.copy(f"COPY {target} ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
+    ):
         copy.write(HEADER)
         for symbol, group in groups:
             texts = [series[0].encode(), symbol.encode(), series[1].encode()] if series else [symbol.encode()]
@@ -143,11 +146,17 @@ def upsert_candles(
             overlapping.update(fresh)
 
     if overlapping:
-        counts.update(_merge(conn, frame.filter(pl.col("symbol").is_in(list(overlapping))), exchange, timeframe, received))
+        counts.update(
+            _merge(
+                conn, frame.filter(pl.col("symbol").is_in(list(overlapping))), exchange, timeframe, received
+            )
+        )
     return IngestCounts(per_symbol=counts)
 
 
-def _merge(conn: Connection, frame: pl.DataFrame, exchange: str, timeframe: str, received: dict[str, int]) -> dict[str, SymbolCounts]:
+def _merge(
+    conn: Connection, frame: pl.DataFrame, exchange: str, timeframe: str, received: dict[str, int]
+) -> dict[str, SymbolCounts]:
     conn.execute(
         text(
             f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (symbol text NOT NULL, ts timestamptz NOT NULL,"
@@ -237,7 +246,9 @@ def read_windows(
     return pl.DataFrame(data, schema={"symbol": pl.Utf8, **_EMPTY.schema})
 
 
-def _copy_out(conn: Connection, query: str, params: dict[str, object], layout: Sequence[str]) -> list[np.ndarray]:
+def _copy_out(
+    conn: Connection, query: str, params: dict[str, object], layout: Sequence[str]
+) -> list[np.ndarray]:
     with _psycopg(conn).cursor() as cur:
         bound = psycopg.ClientCursor(_psycopg(conn)).mogrify(query, params)
         buffer = bytearray()

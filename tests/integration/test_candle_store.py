@@ -53,7 +53,10 @@ def test_changed_values_are_revisions_and_new_rows_inserts(db: Engine) -> None:
     base = make_frame("BTC/USDT", 100)
     ingest(db, base)
     corrected = base.with_columns(
-        pl.when(pl.col("ts") < T0 + 10 * 60_000).then(pl.col("volume") + 1).otherwise(pl.col("volume")).alias("volume")
+        pl.when(pl.col("ts") < T0 + 10 * 60_000)
+        .then(pl.col("volume") + 1)
+        .otherwise(pl.col("volume"))
+        .alias("volume")
     )
     extended = pl.concat([corrected, make_frame("BTC/USDT", 20, start=T0 + 100 * 60_000)])
     counts = ingest(db, extended).per_symbol["BTC/USDT"]
@@ -79,15 +82,27 @@ def test_read_back_exact_values_and_windows(db: Engine) -> None:
     with db.connect() as conn:
         full = read_candles(conn, exchange="binance", symbol="BTC/USDT", timeframe="1m")
         ranged = read_candles(
-            conn, exchange="binance", symbol="BTC/USDT", timeframe="1m", start_ms=T0 + 60_000, end_ms=T0 + 11 * 60_000
+            conn,
+            exchange="binance",
+            symbol="BTC/USDT",
+            timeframe="1m",
+            start_ms=T0 + 60_000,
+            end_ms=T0 + 11 * 60_000,
         )
         newest = read_candles(conn, exchange="binance", symbol="BTC/USDT", timeframe="1m", newest=7)
-        windows = read_windows(conn, exchange="binance", symbols=["ETH/USDT", "BTC/USDT", "NONE/X"], timeframe="1m", newest=100)
+        windows = read_windows(
+            conn, exchange="binance", symbols=["ETH/USDT", "BTC/USDT", "NONE/X"], timeframe="1m", newest=100
+        )
     assert_frame_equal(full, btc.drop("symbol"))
     assert ranged["ts"].to_list() == [T0 + i * 60_000 for i in range(1, 11)]
     assert_frame_equal(newest, btc.drop("symbol").tail(7))
-    assert windows.group_by("symbol", maintain_order=True).len().rows() == [("ETH/USDT", 50), ("BTC/USDT", 100)]
-    assert_frame_equal(windows.filter(pl.col("symbol") == "BTC/USDT").drop("symbol"), btc.drop("symbol").tail(100))
+    assert windows.group_by("symbol", maintain_order=True).len().rows() == [
+        ("ETH/USDT", 50),
+        ("BTC/USDT", 100),
+    ]
+    assert_frame_equal(
+        windows.filter(pl.col("symbol") == "BTC/USDT").drop("symbol"), btc.drop("symbol").tail(100)
+    )
 
 
 def test_batch_with_duplicate_keys_is_refused(db: Engine) -> None:

@@ -1,0 +1,581 @@
+"""The candle schema, ccxt rows -> frame, and vectorised validation of a batch (accepted / rejected).
+
+Series identity. A batch belongs to ONE series: exchange, symbol and timeframe travel as arguments, not as
+columns, because every row of a page shares them and validation needs only the timeframe. Where a consumer
+needs them as columns (a COPY into the candles table, a quarantine insert), `with_series` adds them.
+
+Frames (all timestamps are integer milliseconds since the epoch, UTC, marking the candle open):
+
+- ``CANDLE_SCHEMA``: ts Int64, open/high/low/close/volume Float64. What validation accepts, sorted by ts with
+  unique ts.
+- ``RECEIVED_SCHEMA``: the candle columns (nullable: a value that did not parse is null) plus ``row_index``
+  (0-based position in the received batch), ``raw`` (the row as received, QuarantinePayload JSON, only where
+  the typed columns cannot reproduce it, else null), ``parse_error`` / ``parse_detail`` (a ReasonCode value
+  and text for rows that did not even parse). `parse_ccxt_rows` produces it; `validate_candles` also takes a
+  plain candle frame.
+- ``REJECTED_SCHEMA``: row_index, the candle columns as parsed, ``reason`` (ReasonCode value), ``detail`` and
+  ``raw`` (always set: QuarantinePayload JSON of the row as received, ready for the JSONB column).
+- ``FLAGGED_SCHEMA``: row_index, ts, reason, detail of accepted candles that carry a warning (price jumps).
+
+Rules, in precedence order (a row gets the first reason that applies; the detail names the others):
+SCHEMA, TYPE, NOT_FINITE, NON_POSITIVE_PRICE, NEGATIVE_VOLUME, HIGH_BELOW_LOW, HIGH_BELOW_OPEN_CLOSE,
+LOW_ABOVE_OPEN_CLOSE, MISALIGNED_TS, FUTURE_TS (ts > now), OPEN_CANDLE (ts <= now < ts + timeframe), then
+over the rows that passed: identical rows with the same ts are one candle (the extra copies are counted in
+``duplicates_in_batch``, not rejected); distinct rows sharing a ts are all quarantined as
+CONFLICTING_DUPLICATE (nothing says which is right; the gap is refetched later).
+
+Price jumps. A candle whose true range (vs the previous close) exceeds ``jump_atr_multiple`` x the mean true
+range of the ``atr_period`` candles before it, scaled by sqrt(bars elapsed) across holes, and also exceeds
+``min_jump_fraction`` of the previous close, gets PRICE_JUMP. By default it is ACCEPTED and listed in
+``flagged``: real markets gap and flash-crash, and losing a real candle is worse than storing a suspicious
+one that stays visible. ``quarantine_jumps=True`` rejects it instead. The ATR uses the batch plus optional
+``context`` candles (the stored candles just before the batch), so the first candles of a page are judged
+too. Invariant, for any batch: received = len(accepted) + duplicates_in_batch + len(rejected).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Final
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+from domain.errors import InvalidDataError
+from domain.timeframes import timeframe_ms
+
+__all__ = [
+    "CANDLE_COLUMNS",
+    "CANDLE_SCHEMA",
+    "DEFAULT_ATR_PERIOD",
+    "DEFAULT_JUMP_ATR_MULTIPLE",
+    "DEFAULT_MIN_JUMP_FRACTION",
+    "FLAGGED_SCHEMA",
+    "RECEIVED_SCHEMA",
+    "REJECTED_SCHEMA",
+    "QuarantinePayload",
+    "ReasonCode",
+    "ValidationResult",
+    "empty_candles",
+    "parse_ccxt_rows",
+    "validate_candles",
+    "validate_rows",
+    "with_series",
+]
+
+CANDLE_COLUMNS: Final = ("ts", "open", "high", "low", "close", "volume")
+_PRICES: Final = ("open", "high", "low", "close")
+_VALUES: Final = (*_PRICES, "volume")
+CANDLE_SCHEMA: Final = pl.Schema({"ts": pl.Int64, **dict.fromkeys(_VALUES, pl.Float64)})
+RECEIVED_SCHEMA: Final = pl.Schema(
+    {
+        "row_index": pl.Int64,
+        **CANDLE_SCHEMA,
+        "raw": pl.String,
+        "parse_error": pl.String,
+        "parse_detail": pl.String,
+    }
+)
+REJECTED_SCHEMA: Final = pl.Schema(
+    {"row_index": pl.Int64, **CANDLE_SCHEMA, "reason": pl.String, "detail": pl.String, "raw": pl.String}
+)
+FLAGGED_SCHEMA: Final = pl.Schema(
+    {"row_index": pl.Int64, "ts": pl.Int64, "reason": pl.String, "detail": pl.String}
+)
+
+#: A candle's true range may be this many times the mean true range before it (per sqrt(bar)) before it is
+#: flagged. Real 1m-1h candles here peak at ~25x (see tests/integration/test_replay.py); fat fingers and
+#: decimal shifts are hundreds to thousands of times.
+DEFAULT_JUMP_ATR_MULTIPLE: Final = 40.0
+DEFAULT_ATR_PERIOD: Final = 14
+#: Moves below this fraction of the previous close are never jumps (flat, illiquid books have ATR ~ 0).
+DEFAULT_MIN_JUMP_FRACTION: Final = 0.02
+_MAX_EXACT_MS: Final = 2**53  # float64 holds every integer below this exactly
+
+
+class ReasonCode(StrEnum):
+    """Why a received candle was rejected (or flagged). Stored as text in candle_quarantine.reason."""
+
+    SCHEMA = "SCHEMA"  # the row is not a sequence of 6 values
+    TYPE = "TYPE"  # a value is missing or not a number; a timestamp is not a whole number of ms
+    NOT_FINITE = "NOT_FINITE"  # NaN or +/-inf
+    NON_POSITIVE_PRICE = "NON_POSITIVE_PRICE"  # open, high, low or close <= 0
+    NEGATIVE_VOLUME = "NEGATIVE_VOLUME"
+    HIGH_BELOW_LOW = "HIGH_BELOW_LOW"
+    HIGH_BELOW_OPEN_CLOSE = "HIGH_BELOW_OPEN_CLOSE"  # high < max(open, close)
+    LOW_ABOVE_OPEN_CLOSE = "LOW_ABOVE_OPEN_CLOSE"  # low > min(open, close)
+    MISALIGNED_TS = "MISALIGNED_TS"  # ts is not a multiple of the timeframe
+    FUTURE_TS = "FUTURE_TS"  # ts > now
+    OPEN_CANDLE = "OPEN_CANDLE"  # ts <= now < ts + timeframe: the candle has not closed yet
+    CONFLICTING_DUPLICATE = "CONFLICTING_DUPLICATE"  # same ts, different values, in one batch
+    PRICE_JUMP = "PRICE_JUMP"  # true range far beyond the recent ATR (flagged; rejected only on request)
+
+
+RawScalar = int | float | str | bool | None
+
+
+class QuarantinePayload(BaseModel):
+    """A received row exactly as it came, JSON-safe: the `raw` JSONB of candle_quarantine.
+
+    ``row`` is ``[ts, open, high, low, close, volume]`` in ccxt order (any length for a malformed row).
+    Non-finite floats are the strings "NaN", "Infinity", "-Infinity" (JSON has no NaN); values of other
+    types (nested lists, objects) are their repr.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="strings")
+
+    row: tuple[RawScalar, ...]
+
+    @classmethod
+    def from_values(cls, values: object) -> QuarantinePayload:
+        """Wrap whatever arrived as one row (a sequence, or a lone value for a malformed row)."""
+        items = list(values) if isinstance(values, list | tuple) else [values]
+        return cls(row=tuple(_json_scalar(v) for v in items))
+
+
+def _json_scalar(value: object) -> RawScalar:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value  # NaN/inf serialise as strings (ser_json_inf_nan)
+    if isinstance(value, np.generic):
+        return _json_scalar(value.item())
+    return repr(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationResult:
+    """Outcome of validating one batch of one series.
+
+    accepted: CANDLE_SCHEMA, sorted by ts, unique ts. rejected: REJECTED_SCHEMA, in received order.
+    flagged: FLAGGED_SCHEMA, accepted candles with a warning. counts: rejected rows per reason.
+    """
+
+    received: int
+    accepted: pl.DataFrame
+    rejected: pl.DataFrame
+    flagged: pl.DataFrame
+    duplicates_in_batch: int
+    counts: Mapping[ReasonCode, int]
+
+    def __post_init__(self) -> None:
+        # A broken invariant means rows were lost or invented: fail loudly rather than store it.
+        total = self.accepted.height + self.duplicates_in_batch + self.rejected.height
+        if total != self.received:
+            raise AssertionError(f"validation lost rows: received {self.received}, accounted for {total}")
+
+    @property
+    def quarantined(self) -> int:
+        """Number of rejected rows (what goes to candle_quarantine)."""
+        return self.rejected.height
+
+
+def empty_candles() -> pl.DataFrame:
+    """A frame with CANDLE_SCHEMA and no rows."""
+    return pl.DataFrame(schema=CANDLE_SCHEMA)
+
+
+def with_series(frame: pl.DataFrame, *, exchange: str, symbol: str, timeframe: str) -> pl.DataFrame:
+    """Prepend the series identity as String columns exchange, symbol, timeframe (e.g. for a COPY)."""
+    return frame.select(
+        pl.lit(exchange, pl.String).alias("exchange"),
+        pl.lit(symbol, pl.String).alias("symbol"),
+        pl.lit(timeframe, pl.String).alias("timeframe"),
+        pl.all(),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ccxt rows -> frame
+
+
+def parse_ccxt_rows(rows: Sequence[object]) -> pl.DataFrame:
+    """ccxt OHLCV rows (``[ts_ms, open, high, low, close, volume]``) -> a RECEIVED_SCHEMA frame, one row per
+    received row, never dropping any.
+
+    All-numeric batches take a numpy fast path (~2.5M rows/s). Anything else goes row by row: numeric strings
+    are parsed (as ccxt's own safe_number does); None, other strings and objects become null with a TYPE
+    parse error; a row that is not a 6-sequence gets SCHEMA. Such rows keep their raw values in ``raw``.
+    """
+    if len(rows) == 0:
+        return pl.DataFrame(schema=RECEIVED_SCHEMA)
+    try:
+        matrix = np.array(rows)
+    except (ValueError, TypeError):
+        matrix = None  # ragged or otherwise irregular: row by row
+    if matrix is not None and matrix.ndim == 2 and matrix.shape[1] == 6 and matrix.dtype.kind in "fiu":
+        return _parse_matrix(matrix)
+    return _parse_row_by_row(rows)
+
+
+def _parse_matrix(matrix: np.ndarray) -> pl.DataFrame:
+    n = matrix.shape[0]
+    values = matrix.astype(np.float64, copy=False)
+    if matrix.dtype.kind in "iu":
+        ts = matrix[:, 0].astype(np.int64)
+        bad_ts = np.zeros(n, dtype=bool)
+    else:
+        ts_f = values[:, 0]
+        with np.errstate(invalid="ignore"):
+            bad_ts = ~(np.isfinite(ts_f) & (ts_f == np.floor(ts_f)) & (np.abs(ts_f) < _MAX_EXACT_MS))
+        ts = np.where(bad_ts, 0.0, ts_f).astype(np.int64)
+    frame = pl.DataFrame(
+        {
+            "row_index": np.arange(n, dtype=np.int64),
+            "ts": ts,
+            **{name: values[:, j + 1] for j, name in enumerate(_VALUES)},
+        }
+    ).with_columns(
+        pl.lit(None, pl.String).alias("raw"),
+        pl.lit(None, pl.String).alias("parse_error"),
+        pl.lit(None, pl.String).alias("parse_detail"),
+    )
+    if not bad_ts.any():
+        return frame
+    # Rare: timestamps that are NaN, fractional or huge. Keep their raw row; null the typed ts.
+    idx = np.flatnonzero(bad_ts)
+    raws, errors, details = [], [], []
+    for i in idx:
+        row = values[i].tolist()
+        raws.append(QuarantinePayload.from_values(row).model_dump_json())
+        code, detail = _ts_problem(row[0])
+        errors.append(code.value)
+        details.append(detail)
+    patch = pl.DataFrame(
+        {"row_index": idx.astype(np.int64), "raw": raws, "parse_error": errors, "parse_detail": details},
+        schema={"row_index": pl.Int64, "raw": pl.String, "parse_error": pl.String, "parse_detail": pl.String},
+    )
+    return frame.with_columns(
+        pl.when(pl.Series(bad_ts)).then(None).otherwise(pl.col("ts")).alias("ts")
+    ).update(patch, on="row_index")
+
+
+def _ts_problem(value: float) -> tuple[ReasonCode, str]:
+    if not math.isfinite(value):
+        return ReasonCode.NOT_FINITE, f"timestamp is {value}"
+    return ReasonCode.TYPE, f"timestamp {value!r} is not a whole number of ms within +/-2**53"
+
+
+def _parse_number(value: object) -> float | None:
+    """A price/volume as float, or None when it is not a number (bool is not a number here)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float | Decimal | np.integer | np.floating):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _parse_ts(value: object) -> tuple[int | None, ReasonCode | None, str]:
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        as_int = int(value)
+        if abs(as_int) < _MAX_EXACT_MS:
+            return as_int, None, ""
+        return None, ReasonCode.TYPE, f"timestamp {as_int} is out of range"
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return _parse_ts(int(value.strip()))
+    number = _parse_number(value)
+    if number is None:
+        return None, ReasonCode.TYPE, f"timestamp {value!r} is not a number"
+    if math.isfinite(number) and number == math.floor(number) and abs(number) < _MAX_EXACT_MS:
+        return int(number), None, ""
+    code, detail = _ts_problem(number)
+    return None, code, detail
+
+
+def _parse_row_by_row(rows: Sequence[object]) -> pl.DataFrame:
+    n = len(rows)
+    columns: dict[str, list[float | None]] = {name: [None] * n for name in _VALUES}
+    ts_col: list[int | None] = [None] * n
+    raw: list[str | None] = [None] * n
+    errors: list[str | None] = [None] * n
+    details: list[str | None] = [None] * n
+    for i, row in enumerate(rows):
+        if not isinstance(row, list | tuple) or len(row) != 6:
+            raw[i] = QuarantinePayload.from_values(row).model_dump_json()
+            errors[i] = ReasonCode.SCHEMA.value
+            size = len(row) if isinstance(row, list | tuple) else None
+            details[i] = (
+                f"expected 6 values [ts, open, high, low, close, volume], got {size}"
+                if size is not None
+                else f"expected a list of 6 values, got {type(row).__name__}"
+            )
+            continue
+        plain = True  # the typed columns reproduce the row exactly: no need to keep it raw
+        ts, code, detail = _parse_ts(row[0])
+        ts_col[i] = ts
+        problems = [detail] if code is not None else []
+        plain = plain and type(row[0]) is int
+        for name, value in zip(_VALUES, row[1:], strict=True):
+            number = _parse_number(value)
+            columns[name][i] = number
+            plain = plain and (value is None or type(value) in (int, float))
+            if number is None:
+                problems.append(f"{name} {value!r} is not a number")
+        if problems:
+            errors[i] = (code or ReasonCode.TYPE).value
+            details[i] = "; ".join(problems)
+        if not plain or problems:
+            raw[i] = QuarantinePayload.from_values(row).model_dump_json()
+    return pl.DataFrame(
+        {
+            "row_index": np.arange(n, dtype=np.int64),
+            "ts": ts_col,
+            **columns,
+            "raw": raw,
+            "parse_error": errors,
+            "parse_detail": details,
+        },
+        schema=RECEIVED_SCHEMA,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# validation
+
+
+def validate_rows(
+    rows: Sequence[object],
+    *,
+    timeframe: str,
+    now_ms: int,
+    context: pl.DataFrame | None = None,
+    jump_atr_multiple: float = DEFAULT_JUMP_ATR_MULTIPLE,
+    atr_period: int = DEFAULT_ATR_PERIOD,
+    min_jump_fraction: float = DEFAULT_MIN_JUMP_FRACTION,
+    quarantine_jumps: bool = False,
+) -> ValidationResult:
+    """`parse_ccxt_rows` then `validate_candles` (see there)."""
+    return validate_candles(
+        parse_ccxt_rows(rows),
+        timeframe=timeframe,
+        now_ms=now_ms,
+        context=context,
+        jump_atr_multiple=jump_atr_multiple,
+        atr_period=atr_period,
+        min_jump_fraction=min_jump_fraction,
+        quarantine_jumps=quarantine_jumps,
+    )
+
+
+def validate_candles(
+    candles: pl.DataFrame,
+    *,
+    timeframe: str,
+    now_ms: int,
+    context: pl.DataFrame | None = None,
+    jump_atr_multiple: float = DEFAULT_JUMP_ATR_MULTIPLE,
+    atr_period: int = DEFAULT_ATR_PERIOD,
+    min_jump_fraction: float = DEFAULT_MIN_JUMP_FRACTION,
+    quarantine_jumps: bool = False,
+) -> ValidationResult:
+    """Validate one batch of one series; every received row ends up accepted, duplicate or rejected.
+
+    candles: CANDLE_SCHEMA or RECEIVED_SCHEMA columns (other numeric/string dtypes are cast; values that do
+    not cast are TYPE rejects). timeframe: ccxt spelling ("1m"). now_ms: the current time, epoch ms.
+    context: stored candles just before the batch (CANDLE_SCHEMA), only used for the ATR of price jumps.
+    jump_atr_multiple, atr_period, min_jump_fraction, quarantine_jumps: see the module docstring.
+    Raises InvalidDataError when the frame lacks a candle column or the timeframe is unknown.
+    """
+    step = timeframe_ms(timeframe)
+    if atr_period < 1 or jump_atr_multiple <= 0:
+        raise InvalidDataError("atr_period must be >= 1 and jump_atr_multiple > 0")
+    received = _normalise(candles)
+    checks = _row_checks(step, now_ms)
+    reason = pl.lit(None, pl.String)
+    for code, failed in reversed(checks):
+        reason = pl.when(failed).then(pl.lit(code.value)).otherwise(reason)
+    checked = received.with_columns(reason.alias("reason"))
+    bad = checked.filter(pl.col("reason").is_not_null())
+    good = checked.filter(pl.col("reason").is_null()).select("row_index", *CANDLE_COLUMNS).sort("ts")
+
+    duplicates, conflicting, good = _split_duplicates(good)
+    flags = _price_jumps(good, context, step, jump_atr_multiple, atr_period, min_jump_fraction)
+    jumped = good.join(flags, on="row_index", how="semi") if quarantine_jumps else good.clear()
+    if quarantine_jumps and flags.height:
+        good = good.join(flags, on="row_index", how="anti")
+
+    rejected = pl.concat(
+        [
+            _explain_row_failures(bad, checks),
+            conflicting.with_columns(
+                pl.lit(ReasonCode.CONFLICTING_DUPLICATE.value).alias("reason"),
+                pl.format(
+                    "{} different candles with this ts in one batch", pl.len().over("ts")
+                ).alias("detail"),
+            ).select(*REJECTED_SCHEMA.names()[:-1]),
+            jumped.join(flags.select("row_index", "reason", "detail"), on="row_index").select(
+                *REJECTED_SCHEMA.names()[:-1]
+            ),
+        ],
+        how="vertical",
+    )
+    rejected = (
+        rejected.join(received.select("row_index", "raw"), on="row_index", how="left")
+        .with_columns(pl.coalesce("raw", _payload_json()).alias("raw"))
+        .sort("row_index")
+        .select(REJECTED_SCHEMA.names())
+    )
+    counts = {
+        ReasonCode(code): int(count)
+        for code, count in rejected.group_by("reason").len().iter_rows()
+    }
+    return ValidationResult(
+        received=received.height,
+        accepted=good.select(CANDLE_COLUMNS),
+        rejected=rejected,
+        flagged=flags if not quarantine_jumps else flags.clear(),
+        duplicates_in_batch=duplicates,
+        counts=counts,
+    )
+
+
+def _normalise(candles: pl.DataFrame) -> pl.DataFrame:
+    """Any accepted input shape -> RECEIVED_SCHEMA, casting what can be cast and noting what cannot."""
+    missing = [c for c in CANDLE_COLUMNS if c not in candles.columns]
+    if missing:
+        raise InvalidDataError(f"candle frame lacks column(s) {missing}; has {candles.columns}")
+    if all(candles.schema.get(name) == dtype for name, dtype in RECEIVED_SCHEMA.items()):
+        return candles.select(RECEIVED_SCHEMA.names())
+    frame = candles
+    if "row_index" not in frame.columns:
+        frame = frame.with_row_index("row_index")
+    for name in ("raw", "parse_error", "parse_detail"):
+        if name not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, pl.String).alias(name))
+    if all(frame.schema[name] == dtype for name, dtype in CANDLE_SCHEMA.items()):
+        return frame.select(pl.col(name).cast(dtype) for name, dtype in RECEIVED_SCHEMA.items())
+    return _coerce(frame)
+
+
+def _coerce(frame: pl.DataFrame) -> pl.DataFrame:
+    """Cast candle columns of foreign dtypes; values that do not cast become TYPE parse errors."""
+    casts: list[pl.Expr] = []
+    lost: list[pl.Expr] = []
+    for name, dtype in CANDLE_SCHEMA.items():
+        source = frame.schema[name]
+        if source == pl.Datetime or source == pl.Date:
+            cast = pl.col(name).dt.epoch("ms")
+        elif name == "ts" and (source.is_float() or source == pl.String):
+            as_float = pl.col(name).cast(pl.Float64, strict=False)
+            whole = as_float.is_finite() & (as_float == as_float.floor()) & (as_float.abs() < _MAX_EXACT_MS)
+            cast = pl.when(whole).then(as_float).cast(pl.Int64)
+        elif source.is_numeric() or source == pl.String or source == pl.Null:
+            cast = pl.col(name).cast(dtype, strict=False)
+        else:
+            raise InvalidDataError(f"candle column {name!r} has dtype {source}, expected {dtype}")
+        casts.append(cast.alias(name))
+        lost.append(pl.col(name).is_not_null() & cast.is_null())
+    lost_any = pl.any_horizontal(lost)
+    raw_row = pl.concat_str(
+        [pl.lit('{"row":['), *_quoted_strings(CANDLE_COLUMNS), pl.lit("]}")], separator=""
+    )
+    return frame.select(
+        pl.col("row_index").cast(pl.Int64),
+        *casts,
+        pl.when(lost_any & pl.col("raw").is_null()).then(raw_row).otherwise(pl.col("raw")).alias("raw"),
+        pl.when(lost_any & pl.col("parse_error").is_null())
+        .then(pl.lit(ReasonCode.TYPE.value))
+        .otherwise(pl.col("parse_error"))
+        .alias("parse_error"),
+        pl.when(lost_any & pl.col("parse_detail").is_null())
+        .then(pl.lit("a value does not convert to the candle schema"))
+        .otherwise(pl.col("parse_detail"))
+        .alias("parse_detail"),
+    )
+
+
+def _quoted_strings(names: Sequence[str]) -> list[pl.Expr]:
+    """Each column as a JSON string value (or null), comma separated, for a raw row of foreign dtypes."""
+    parts: list[pl.Expr] = []
+    for i, name in enumerate(names):
+        text = pl.col(name).cast(pl.String, strict=False)
+        quoted = text.str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True)
+        parts.append(pl.when(text.is_null()).then(pl.lit("null")).otherwise(pl.format('"{}"', quoted)))
+        if i < len(names) - 1:
+            parts.append(pl.lit(","))
+    return parts
+
+
+def _row_checks(step: int, now_ms: int) -> list[tuple[ReasonCode, pl.Expr]]:
+    """(reason, failed) per row-level rule, in precedence order. Nulls only survive the TYPE rule."""
+    o, h, low, c, v, ts = (pl.col(n) for n in ("open", "high", "low", "close", "volume", "ts"))
+    parse_error = pl.col("parse_error")
+    return [
+        (ReasonCode.SCHEMA, parse_error == ReasonCode.SCHEMA.value),
+        (ReasonCode.TYPE, (parse_error == ReasonCode.TYPE.value) | pl.any_horizontal(
+            pl.col(n).is_null() for n in CANDLE_COLUMNS
+        )),
+        (ReasonCode.NOT_FINITE, (parse_error == ReasonCode.NOT_FINITE.value) | ~pl.all_horizontal(
+            pl.col(n).is_finite() for n in _VALUES
+        )),
+        (ReasonCode.NON_POSITIVE_PRICE, pl.any_horizontal(pl.col(n) <= 0 for n in _PRICES)),
+        (ReasonCode.NEGATIVE_VOLUME, v < 0),
+        (ReasonCode.HIGH_BELOW_LOW, h < low),
+        (ReasonCode.HIGH_BELOW_OPEN_CLOSE, h < pl.max_horizontal(o, c)),
+        (ReasonCode.LOW_ABOVE_OPEN_CLOSE, low > pl.min_horizontal(o, c)),
+        (ReasonCode.MISALIGNED_TS, ts % step != 0),
+        (ReasonCode.FUTURE_TS, ts > now_ms),
+        (ReasonCode.OPEN_CANDLE, ts + step > now_ms),
+    ]
+
+
+def _detail_for(code: ReasonCode, step: int) -> pl.Expr:
+    o, h, low, c, v, ts = (pl.col(n) for n in ("open", "high", "low", "close", "volume", "ts"))
+    match code:
+        case ReasonCode.SCHEMA | ReasonCode.TYPE:
+            return pl.coalesce(pl.col("parse_detail"), pl.lit("a value is missing"))
+        case ReasonCode.NOT_FINITE:
+            return pl.coalesce(
+                pl.col("parse_detail"), pl.format("non-finite value in o/h/l/c/v {}/{}/{}/{}/{}", o, h, low, c, v)
+            )
+        case ReasonCode.NON_POSITIVE_PRICE:
+            return pl.format("price <= 0 in o/h/l/c {}/{}/{}/{}", o, h, low, c)
+        case ReasonCode.NEGATIVE_VOLUME:
+            return pl.format("volume {} < 0", v)
+        case ReasonCode.HIGH_BELOW_LOW:
+            return pl.format("high {} < low {}", h, low)
+        case ReasonCode.HIGH_BELOW_OPEN_CLOSE:
+            return pl.format("high {} < max(open {}, close {})", h, o, c)
+        case ReasonCode.LOW_ABOVE_OPEN_CLOSE:
+            return pl.format("low {} > min(open {}, close {})", low, o, c)
+        case ReasonCode.MISALIGNED_TS:
+            return pl.format("ts {} is {} ms past a {} ms boundary", ts, ts % step, pl.lit(step))
+        case ReasonCode.FUTURE_TS:
+            return pl.format("ts {} is after now", ts)
+        case ReasonCode.OPEN_CANDLE:
+            return pl.format("candle {} closes at {}: still open", ts, ts + step)
+        case _:
+            return pl.lit("")
+
+
+def _explain_row_failures(bad: pl.DataFrame, checks: list[tuple[ReasonCode, pl.Expr]]) -> pl.DataFrame:
+    """Detail text for rows failing row-level rules: the primary reason's values plus the other failures."""
+    step_check = next(e for code, e in checks if code is ReasonCode.MISALIGNED_TS)
+    del step_check  # the step is recovered from the detail expressions below
+    detail = pl.lit("", pl.String)
+    for code, _ in checks:
+        detail = pl.when(pl.col("reason") == code.value).then(_detail_for(code, _step_of(checks))).otherwise(
+            detail
+        )
+    # Later rules see nulls/NaN once an earlier one failed; only name them when their inputs are sound.
+    others = pl.concat_str(
+        [
+            pl.when(failed.fill_null(False) & (pl.col("reason") != code.value)).then(pl.lit(code.value))
+            for code, failed in checks[3:]
+        ],
+        separator=", ",
+        ignore_nulls=True,
+    )
+    return bad.with_columns(
+        pl.when(others != "").then(pl.format("{}; also {}", detail, others)).otherwise(detail).alias("detail")
+    ).select(*REJECTED_SCHEMA.names()[:-1])
