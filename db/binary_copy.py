@@ -45,7 +45,7 @@ def encode_rows(
     fields += [("tsl", ">i4"), ("ts", ">i8")]
     for i in range(len(floats)):
         fields += [(f"fl{i}", ">i4"), (f"f{i}", ">f8")]
-    rows = np.empty(n, dtype=np.dtype(fields))  # type: ignore[call-overload]
+    rows = np.empty(n, dtype=np.dtype(fields))
     rows["nfields"] = len(text_values) + len(int16s) + 1 + len(floats)
     for i, value in enumerate(text_values):
         rows[f"tl{i}"] = len(value)

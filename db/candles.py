@@ -219,7 +219,9 @@ def read_candles(
         params["end"] = end_ms
     order = "ts DESC" if newest is not None else "ts"
     limit = f" LIMIT {int(newest)}" if newest is not None else ""
-    query = f"SELECT ts, open, high, low, close, volume FROM candles WHERE {' AND '.join(where)} ORDER BY {order}{limit}"
+    query = (
+        f"SELECT ts, open, high, low, close, volume FROM candles WHERE {' AND '.join(where)} ORDER BY {order}{limit}"
+    )
     columns = _copy_out(conn, query, params, ["timestamptz", *["float8"] * 5])
     frame = pl.DataFrame(dict(zip(["ts", *PRICE_COLUMNS], columns, strict=True)), schema=_EMPTY.schema)
     return frame.reverse() if newest is not None else frame
