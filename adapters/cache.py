@@ -71,12 +71,13 @@ class CacheStats:
 
 
 def encode_window(frame: pl.DataFrame) -> bytes:
-    return msgpack.packb(
+    packed: bytes = msgpack.packb(
         {
             c: np.ascontiguousarray(frame[c].to_numpy(), dtype="<i8" if c == "ts" else "<f8").tobytes()
             for c in _WINDOW_SCHEMA
         }
     )
+    return packed
 
 
 def decode_window(payload: bytes) -> pl.DataFrame:
@@ -230,15 +231,11 @@ class MarketDataCache:
 
     # -- order books and balances ---------------------------------------------------------------------------
 
-    def get_order_book(
-        self, exchange: str, symbol: str, loader: Callable[[], dict[str, Any]]
-    ) -> dict[str, Any]:
+    def get_order_book(self, exchange: str, symbol: str, loader: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Order book {'bids': [[price, amount]...], 'asks': [...], 'timestamp': ms} with a 500 ms TTL."""
         return self._get_doc(self.key(exchange, "book", symbol), self.ttl.order_book_ms, loader)
 
-    def get_balance(
-        self, exchange: str, account: str, loader: Callable[[], dict[str, Any]]
-    ) -> dict[str, Any]:
+    def get_balance(self, exchange: str, account: str, loader: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return self._get_doc(self.key(exchange, "balance", account), int(self.ttl.balance_s * 1000), loader)
 
     def _get_doc(self, key: str, ttl_ms: int, loader: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,665 @@
+"""Paper execution: position sizing, entry at the next candle's open, TP1/TP2 partial exits, stops, P&L.
+
+Units: prices in quote currency per base unit; quantities in base units; equity, notional, fees and P&L in
+quote currency; timestamps in epoch milliseconds (a candle's open); ``*_bps`` in basis points (1 bps =
+0.0001); ``*_fraction`` as a fraction of 1 (0.05 = 5%).
+
+Fill rules (the same in :func:`step` and :func:`simulate_trades`, which a test holds equal):
+
+- entry: a market order at the open of the candle after the signal, plus ``slippage_bps`` against us and
+  ``fee_bps`` of the notional. When that price is already at or beyond the stop, or at or beyond TP1, the
+  setup is void and nothing fills (a long bought under its stop has no defined risk).
+- stop: a market exit at the stop, or at the open when the candle opens beyond it (a gap fills worse),
+  with slippage and fee.
+- targets: limit exits at the target price exactly (a gap beyond a target is not credited), with the fee.
+- in one candle the stop is checked first: when stop and target both lie in its range, the stop is assumed
+  to have come first (conservative).
+- TP1 closes ``tp1_fraction`` (default 50%, rounded down to the lot step; all of it when that rounds to
+  nothing) and moves the stop to break-even, i.e. the entry fill price. The moved stop acts from the next
+  candle: inside the TP1 candle the order of its low and high is unknown and the original stop was not
+  touched. TP2 may fill in the TP1 candle itself.
+- the R-multiple is net P&L (after all fees) divided by the initial risk, quantity x |entry fill - stop|.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from domain.errors import InvalidDataError
+from domain.tiers import TIER_SIZE_MULTIPLIER, Tier
+
+__all__ = [
+    "Bar",
+    "BarArrays",
+    "ClosedTrade",
+    "ExecutionModel",
+    "Fill",
+    "FillKind",
+    "Order",
+    "Position",
+    "RiskLimits",
+    "Side",
+    "Sizing",
+    "StepResult",
+    "enter",
+    "simulate_trades",
+    "size_position",
+    "step",
+]
+
+_BPS: Final = 10_000.0
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+class Side(StrEnum):
+    """Direction of a position."""
+
+    LONG = "LONG"
+    SHORT = "SHORT"
+
+    @property
+    def sign(self) -> int:
+        """+1 for long, -1 for short: P&L per unit is ``sign * (exit - entry)``."""
+        return 1 if self is Side.LONG else -1
+
+
+class FillKind(StrEnum):
+    """What a fill did."""
+
+    ENTRY = "ENTRY"
+    TP1 = "TP1"
+    TP2 = "TP2"
+    STOP = "STOP"
+    BREAKEVEN_STOP = "BREAKEVEN_STOP"
+
+
+def _finite_positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidDataError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _fraction(name: str, value: float, *, allow_zero: bool = True) -> None:
+    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0) and value <= 1):
+        raise InvalidDataError(f"{name} must be a fraction in {'[0' if allow_zero else '(0'}, 1], got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RiskLimits:
+    """Risk budget and caps for sizing.
+
+    ``risk_per_trade``: fraction of equity lost if the stop is hit (before fees and slippage);
+    ``max_position_fraction``: cap on the position notional as a fraction of equity;
+    ``lot_step``: quantities are rounded down to a multiple of this (base units; 0 = no rounding);
+    ``min_quantity``: smaller sizes become no trade (base units).
+    """
+
+    risk_per_trade: float = 0.01
+    max_position_fraction: float = 0.05
+    max_open_positions: int = 5
+    lot_step: float = 0.0
+    min_quantity: float = 0.0
+
+    def __post_init__(self) -> None:
+        _fraction("risk_per_trade", self.risk_per_trade, allow_zero=False)
+        _fraction("max_position_fraction", self.max_position_fraction, allow_zero=False)
+        if self.max_open_positions < 0:
+            raise InvalidDataError("max_open_positions must be >= 0")
+        for name, value in (("lot_step", self.lot_step), ("min_quantity", self.min_quantity)):
+            if not (math.isfinite(value) and value >= 0):
+                raise InvalidDataError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionModel:
+    """Costs and exit split: slippage and taker fee in bps of price/notional; TP1's share of the quantity."""
+
+    slippage_bps: float = 5.0
+    fee_bps: float = 10.0
+    tp1_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name, value in (("slippage_bps", self.slippage_bps), ("fee_bps", self.fee_bps)):
+            if not (math.isfinite(value) and 0 <= value < _BPS):
+                raise InvalidDataError(f"{name} must be in [0, 10000) bps, got {value!r}")
+        _fraction("tp1_fraction", self.tp1_fraction, allow_zero=False)
+
+    @property
+    def slip(self) -> float:
+        """Slippage as a fraction of price."""
+        return self.slippage_bps / _BPS
+
+    @property
+    def fee_rate(self) -> float:
+        """Fee as a fraction of notional."""
+        return self.fee_bps / _BPS
+
+
+@dataclass(frozen=True, slots=True)
+class Sizing:
+    """A sized position: ``quantity`` (base units; 0 = no trade), its ``notional`` at the entry price and the
+    ``risk_amount`` lost at the stop (quote), against the tier-scaled ``risk_budget`` (quote). ``reasons``
+    says what capped or zeroed the size."""
+
+    quantity: float
+    notional: float
+    risk_amount: float
+    risk_budget: float
+    equity: float
+    reasons: tuple[str, ...]
+
+    @property
+    def notional_fraction(self) -> float:
+        """Notional as a fraction of equity (condition 6 compares this with 0.05)."""
+        return self.notional / self.equity
+
+
+def _floor_to_step(quantity: float, step: float) -> float:
+    if step <= 0:
+        return quantity
+    rounded = math.floor(quantity / step) * step
+    # quantity/step can round up to an integer the true quotient does not reach
+    return rounded - step if rounded > quantity else rounded
+
+
+def size_position(
+    *,
+    equity: float,
+    entry_price: float,
+    stop_price: float,
+    tier: Tier,
+    limits: RiskLimits | None = None,
+    open_positions: int = 0,
+) -> Sizing:
+    """Size a position: risk budget (``equity x risk_per_trade``) over the per-unit distance to the stop,
+    times the tier multiplier, then capped by the notional limit, the open-position limit and the lot step.
+
+    The notional never exceeds ``max_position_fraction x equity`` (up to float rounding).
+    """
+    limits = limits or RiskLimits()
+    _finite_positive("equity", equity)
+    _finite_positive("entry_price", entry_price)
+    _finite_positive("stop_price", stop_price)
+    per_unit = abs(entry_price - stop_price)
+    if per_unit == 0:
+        raise InvalidDataError("stop_price equals entry_price: the risk per unit would be zero")
+    budget = equity * limits.risk_per_trade * TIER_SIZE_MULTIPLIER[tier]
+
+    def none(reason: str) -> Sizing:
+        return Sizing(0.0, 0.0, 0.0, budget, equity, (reason,))
+
+    if budget == 0:
+        return none(f"tier {tier} trades no size")
+    if open_positions >= limits.max_open_positions:
+        return none(f"{open_positions} open positions; the limit is {limits.max_open_positions}")
+    reasons: list[str] = []
+    quantity = budget / per_unit
+    cap = equity * limits.max_position_fraction / entry_price
+    if quantity > cap:
+        quantity = cap
+        reasons.append(f"capped at {limits.max_position_fraction:.2%} of equity in notional")
+    quantity = _floor_to_step(quantity, limits.lot_step)
+    if quantity <= 0 or quantity < limits.min_quantity:
+        return none(f"size {quantity:g} below the minimum {max(limits.min_quantity, limits.lot_step):g}")
+    return Sizing(quantity, quantity * entry_price, quantity * per_unit, budget, equity, tuple(reasons))
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """An entry order from a signal whose candle opened at ``signal_ts_ms``; it fills at the next candle.
+
+    ``quantity`` in base units (from :func:`size_position`); ``lot_step`` rounds the TP1 split.
+    Long: ``stop < tp1 <= tp2``; short: ``stop > tp1 >= tp2``.
+    """
+
+    symbol: str
+    side: Side
+    quantity: float
+    stop_price: float
+    tp1_price: float
+    tp2_price: float
+    signal_ts_ms: int
+    lot_step: float = 0.0
+
+    def __post_init__(self) -> None:
+        _finite_positive("quantity", self.quantity)
+        for name in ("stop_price", "tp1_price", "tp2_price"):
+            _finite_positive(name, getattr(self, name))
+        d = self.side.sign
+        if not (d * self.stop_price < d * self.tp1_price <= d * self.tp2_price):
+            raise InvalidDataError(
+                f"{self.side} order needs stop {'<' if d > 0 else '>'} tp1 {'<=' if d > 0 else '>='} tp2; "
+                f"got stop={self.stop_price}, tp1={self.tp1_price}, tp2={self.tp2_price}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One closed candle (prices in quote currency; ``ts_ms`` its open time)."""
+
+    ts_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One execution: ``price`` includes slippage, ``fee`` (quote, >= 0) is charged on ``price x quantity``."""
+
+    symbol: str
+    ts_ms: int
+    kind: FillKind
+    side: Side
+    price: float
+    quantity: float
+    fee: float
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """An open position. ``realised_pnl`` is gross P&L of the exits so far; ``fees`` all fees paid so far."""
+
+    symbol: str
+    side: Side
+    entry_ts_ms: int
+    entry_price: float
+    quantity: float
+    open_quantity: float
+    initial_stop: float
+    stop_price: float
+    tp1_price: float
+    tp2_price: float
+    tp1_done: bool
+    lot_step: float
+    realised_pnl: float
+    fees: float
+    last_ts_ms: int
+    fills: tuple[Fill, ...]
+
+    @property
+    def initial_risk(self) -> float:
+        """Quote amount lost if the initial stop filled exactly: quantity x |entry - initial stop|."""
+        return self.quantity * abs(self.entry_price - self.initial_stop)
+
+    def unrealised_pnl(self, mark_price: float) -> float:
+        """Gross P&L of the open quantity marked at ``mark_price`` (no exit fee or slippage)."""
+        return self.side.sign * (mark_price - self.entry_price) * self.open_quantity
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedTrade:
+    """A finished trade; ``net_pnl = gross_pnl - fees``; ``r_multiple = net_pnl / initial_risk``."""
+
+    symbol: str
+    side: Side
+    entry_ts_ms: int
+    exit_ts_ms: int
+    entry_price: float
+    quantity: float
+    avg_exit_price: float
+    gross_pnl: float
+    fees: float
+    net_pnl: float
+    initial_risk: float
+    r_multiple: float
+    exit_kind: FillKind
+    fills: tuple[Fill, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """``position`` is None once closed (``closed`` is set) or when the entry was void (``void_reason``)."""
+
+    position: Position | None
+    fills: tuple[Fill, ...]
+    closed: ClosedTrade | None = None
+    void_reason: str | None = None
+
+
+def _tp1_quantity(quantity: float, fraction: float, lot_step: float) -> float:
+    part = _floor_to_step(quantity * fraction, lot_step)
+    return quantity if part <= 0 or part >= quantity else part
+
+
+def enter(order: Order, bar: Bar, model: ExecutionModel | None = None) -> StepResult:
+    """Fill ``order`` at the open of ``bar`` (the candle after the signal), then apply the rest of ``bar``.
+
+    Raises:
+        InvalidDataError: ``bar`` is not later than the signal candle (that would be look-ahead).
+    """
+    model = model or ExecutionModel()
+    if bar.ts_ms <= order.signal_ts_ms:
+        raise InvalidDataError(
+            f"entry candle {bar.ts_ms} must open after the signal candle {order.signal_ts_ms}"
+        )
+    d = order.side.sign
+    price = bar.open * (1.0 + d * model.slip)
+    if d * (price - order.stop_price) <= 0 or d * (price - order.tp1_price) >= 0:
+        reason = (
+            f"entry {price:g} is not between stop {order.stop_price:g} and tp1 {order.tp1_price:g}; "
+            "the setup is void"
+        )
+        return StepResult(None, (), None, reason)
+    fee = price * order.quantity * model.fee_rate
+    fill = Fill(order.symbol, bar.ts_ms, FillKind.ENTRY, order.side, price, order.quantity, fee)
+    position = Position(
+        symbol=order.symbol,
+        side=order.side,
+        entry_ts_ms=bar.ts_ms,
+        entry_price=price,
+        quantity=order.quantity,
+        open_quantity=order.quantity,
+        initial_stop=order.stop_price,
+        stop_price=order.stop_price,
+        tp1_price=order.tp1_price,
+        tp2_price=order.tp2_price,
+        tp1_done=False,
+        lot_step=order.lot_step,
+        realised_pnl=0.0,
+        fees=fee,
+        last_ts_ms=bar.ts_ms - 1,
+        fills=(fill,),
+    )
+    return _apply_bar(position, bar, model, (fill,))
+
+
+def step(position: Position, bar: Bar, model: ExecutionModel | None = None) -> StepResult:
+    """Advance an open ``position`` through one later closed candle.
+
+    Raises:
+        InvalidDataError: ``bar`` is not newer than the last candle the position saw.
+    """
+    if bar.ts_ms <= position.last_ts_ms:
+        raise InvalidDataError(f"candle {bar.ts_ms} is not after the last one applied ({position.last_ts_ms})")
+    return _apply_bar(position, bar, model or ExecutionModel(), ())
+
+
+def _exit(pos: Position, bar: Bar, kind: FillKind, price: float, qty: float, model: ExecutionModel) -> Position:
+    fill = Fill(pos.symbol, bar.ts_ms, kind, pos.side, price, qty, price * qty * model.fee_rate)
+    return replace(
+        pos,
+        open_quantity=pos.open_quantity - qty,
+        realised_pnl=pos.realised_pnl + pos.side.sign * (price - pos.entry_price) * qty,
+        fees=pos.fees + fill.fee,
+        fills=(*pos.fills, fill),
+    )
+
+
+def _apply_bar(pos: Position, bar: Bar, model: ExecutionModel, fills: tuple[Fill, ...]) -> StepResult:
+    d = pos.side.sign
+    pos = replace(pos, last_ts_ms=bar.ts_ms)
+    before = len(pos.fills)
+    adverse = bar.low if d > 0 else bar.high
+    favourable = bar.high if d > 0 else bar.low
+    done = False
+    if d * adverse <= d * pos.stop_price:  # stop first: conservative when a target is also in range
+        reference = d * min(d * bar.open, d * pos.stop_price)  # a gap through the stop fills at the open
+        kind = FillKind.BREAKEVEN_STOP if pos.tp1_done else FillKind.STOP
+        pos = _exit(pos, bar, kind, reference * (1.0 - d * model.slip), pos.open_quantity, model)
+        done = True
+    else:
+        if not pos.tp1_done and d * favourable >= d * pos.tp1_price:
+            qty = _tp1_quantity(pos.quantity, model.tp1_fraction, pos.lot_step)
+            pos = _exit(pos, bar, FillKind.TP1, pos.tp1_price, qty, model)
+            pos = replace(pos, tp1_done=True, stop_price=pos.entry_price)
+            done = qty == pos.quantity
+        if not done and pos.tp1_done and d * favourable >= d * pos.tp2_price:
+            pos = _exit(pos, bar, FillKind.TP2, pos.tp2_price, pos.open_quantity, model)
+            done = True
+    new_fills = fills + pos.fills[before:]
+    if not done:
+        return StepResult(pos, new_fills)
+    return StepResult(None, new_fills, _close(pos))
+
+
+def _close(pos: Position) -> ClosedTrade:
+    exits = pos.fills[1:]
+    exit_qty = sum(f.quantity for f in exits)
+    net = pos.realised_pnl - pos.fees
+    return ClosedTrade(
+        symbol=pos.symbol,
+        side=pos.side,
+        entry_ts_ms=pos.entry_ts_ms,
+        exit_ts_ms=exits[-1].ts_ms,
+        entry_price=pos.entry_price,
+        quantity=pos.quantity,
+        avg_exit_price=sum(f.price * f.quantity for f in exits) / exit_qty,
+        gross_pnl=pos.realised_pnl,
+        fees=pos.fees,
+        net_pnl=net,
+        initial_risk=pos.initial_risk,
+        r_multiple=net / pos.initial_risk,
+        exit_kind=exits[-1].kind,
+        fills=pos.fills,
+    )
+
+
+# --- vectorised simulation ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BarArrays:
+    """Candles as equal-length float64 arrays (int64 ``ts_ms``), oldest first, for :func:`simulate_trades`."""
+
+    ts_ms: IntArray
+    open: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+
+    @classmethod
+    def from_frame(
+        cls,
+        frame: pl.DataFrame,
+        *,
+        ts: str = "ts",
+        open_: str = "open",
+        high: str = "high",
+        low: str = "low",
+        close: str = "close",
+    ) -> BarArrays:
+        """Take the columns of a candle frame (one symbol, sorted by time) as arrays."""
+        return cls(
+            frame[ts].cast(pl.Int64).to_numpy(),
+            frame[open_].cast(pl.Float64).to_numpy(),
+            frame[high].cast(pl.Float64).to_numpy(),
+            frame[low].cast(pl.Float64).to_numpy(),
+            frame[close].cast(pl.Float64).to_numpy(),
+        )
+
+
+_BLOCK: Final = 256  # bars per block of precomputed maxima: scans skip quiet stretches a block at a time
+_MAX_CELLS: Final = 1 << 22  # bound on trades x window cells gathered at once (~32 MB of float64)
+
+
+class _Track:
+    """A series plus its per-block maxima, answering 'first index >= start with x >= threshold'."""
+
+    def __init__(self, x: FloatArray) -> None:
+        self.x = x
+        n_blocks = -(-len(x) // _BLOCK)
+        padded = np.full(n_blocks * _BLOCK, -np.inf)
+        padded[: len(x)] = x
+        self.block_max: FloatArray = padded.reshape(n_blocks, _BLOCK).max(axis=1)
+
+    def first_at_or_above(self, start: IntArray, threshold: FloatArray) -> IntArray:
+        """Per row, the smallest ``i >= start`` with ``x[i] >= threshold``; ``len(x)`` when none."""
+        n = len(self.x)
+        out = np.full(len(start), n, dtype=np.int64)
+        live = np.flatnonzero(start < n)
+        if live.size == 0:
+            return out
+        # 1. the rest of the start's own block
+        block_end = np.minimum((start[live] // _BLOCK + 1) * _BLOCK, n)
+        first = _scan(self.x, start[live], block_end, threshold[live], _BLOCK)
+        out[live] = np.where(first >= 0, first, n)
+        # 2. whole blocks, widening the window while trades stay unresolved
+        pending = live[first < 0]
+        n_blocks = len(self.block_max)
+        lo = start[pending] // _BLOCK + 1
+        found_block = np.full(len(pending), -1, dtype=np.int64)
+        rows = np.arange(len(pending))
+        width = 8
+        while rows.size:
+            hit = _scan(self.block_max, lo[rows], np.full(rows.size, n_blocks), threshold[pending[rows]], width)
+            found_block[rows[hit >= 0]] = hit[hit >= 0]
+            lo[rows] += width
+            rows = rows[(hit < 0) & (lo[rows] < n_blocks)]
+            width = min(width * 2, max(8, _MAX_CELLS // max(rows.size, 1)))
+        # 3. inside the block that holds the first hit
+        has = found_block >= 0
+        begin = found_block[has] * _BLOCK
+        inner = _scan(self.x, begin, np.minimum(begin + _BLOCK, n), threshold[pending[has]], _BLOCK)
+        out[pending[has]] = inner
+        return out
+
+
+def _scan(x: FloatArray, start: IntArray, end: IntArray, threshold: FloatArray, width: int) -> IntArray:
+    """First ``i`` in ``[start, min(start + width, end))`` with ``x[i] >= threshold``, else -1, per row."""
+    out = np.full(len(start), -1, dtype=np.int64)
+    offsets = np.arange(width, dtype=np.int64)
+    chunk = max(1, _MAX_CELLS // width)
+    for a in range(0, len(start), chunk):
+        s, e, t = start[a : a + chunk], end[a : a + chunk], threshold[a : a + chunk]
+        idx = s[:, None] + offsets
+        hit = (idx < e[:, None]) & (x[np.minimum(idx, len(x) - 1)] >= t[:, None])
+        anyhit = hit.any(axis=1)
+        out[a : a + chunk] = np.where(anyhit, s + hit.argmax(axis=1), -1)
+    return out
+
+
+def simulate_trades(
+    bars: BarArrays,
+    *,
+    signal_idx: npt.ArrayLike,
+    side: npt.ArrayLike,
+    quantity: npt.ArrayLike,
+    stop: npt.ArrayLike,
+    tp1: npt.ArrayLike,
+    tp2: npt.ArrayLike,
+    model: ExecutionModel | None = None,
+    lot_step: float = 0.0,
+) -> pl.DataFrame:
+    """Simulate many independent trades over one symbol's candles, with the rules of :func:`step`.
+
+    Per trade: ``signal_idx`` (int, the bar the signal closed on; entry at ``signal_idx + 1``), ``side``
+    (+1 long, -1 short), ``quantity`` (base units), ``stop``/``tp1``/``tp2`` (quote prices). Exits are found by
+    a blocked vectorised search for the first bar crossing each level, so the cost grows with the number of
+    trades and the length of their holds, not with the number of trade x bar pairs.
+
+    Returns one row per trade, in input order: ``status`` VOID (no next candle, or the entry would not lie
+    between stop and TP1), OPEN (still open at the last bar) or CLOSED; ``entry_idx``/``tp1_idx``/``exit_idx``
+    (null when not applicable), ``entry_ts_ms``/``exit_ts_ms``, ``entry_price``, ``quantity``, ``tp1_quantity``,
+    ``exit_kind``, ``exit_price`` (the final fill), ``gross_pnl`` (realised), ``fees``, ``net_pnl``,
+    ``unrealised_pnl`` (open quantity at the last close), ``initial_risk`` and ``r_multiple`` (closed only).
+    """
+    model = model or ExecutionModel()
+    sig = np.asarray(signal_idx, dtype=np.int64)
+    d = np.asarray(side, dtype=np.int64)
+    qty, stp, t1p, t2p = (np.asarray(a, dtype=np.float64) for a in (quantity, stop, tp1, tp2))
+    k, n = len(sig), len(bars.open)
+    if any(len(a) != k for a in (d, qty, stp, t1p, t2p)):
+        raise InvalidDataError("simulate_trades: per-trade arrays differ in length")
+    if not np.isin(d, (1, -1)).all():
+        raise InvalidDataError("simulate_trades: side must be +1 (long) or -1 (short)")
+    if not (np.isfinite(qty).all() and (qty > 0).all() and (sig >= 0).all()):
+        raise InvalidDataError("simulate_trades: quantities must be finite and > 0, signal_idx >= 0")
+    if not ((d * stp < d * t1p) & (d * t1p <= d * t2p)).all():
+        raise InvalidDataError("simulate_trades: need stop < tp1 <= tp2 (long) or stop > tp1 >= tp2 (short)")
+
+    entry_idx = sig + 1
+    has_bar = entry_idx < n
+    e = np.minimum(entry_idx, max(n - 1, 0))
+    opens = bars.open[e] if n else np.zeros(k)
+    entry = opens * (1.0 + d * model.slip)
+    valid = has_bar & (d * (entry - stp) > 0) & (d * (entry - t1p) < 0)
+
+    tracks = {1: (_Track(bars.high), _Track(-bars.low)), -1: (_Track(-bars.low), _Track(bars.high))}
+    stop_i = np.full(k, n, dtype=np.int64)
+    tp1_i, tp2_i, be_i = stop_i.copy(), stop_i.copy(), stop_i.copy()
+    for sign, (fav, adv) in tracks.items():
+        rows = np.flatnonzero(valid & (d == sign))
+        stop_i[rows] = adv.first_at_or_above(e[rows], -sign * stp[rows])
+        tp1_i[rows] = fav.first_at_or_above(e[rows], sign * t1p[rows])
+        tp2_i[rows] = fav.first_at_or_above(e[rows], sign * t2p[rows])
+        be_i[rows] = adv.first_at_or_above(tp1_i[rows] + 1, -sign * entry[rows])
+
+    q1 = np.array([_tp1_quantity(q, model.tp1_fraction, lot_step) for q in qty]) if k else qty.copy()
+    stopped = valid & (stop_i < n) & (stop_i <= tp1_i)
+    tp1_hit = valid & ~stopped & (tp1_i < n)
+    all_at_tp1 = tp1_hit & (q1 == qty)
+    tp2_same = tp1_hit & ~all_at_tp1 & (tp2_i == tp1_i)
+    phase_b = tp1_hit & ~all_at_tp1 & ~tp2_same
+    be_stopped = phase_b & (be_i < n) & (be_i <= tp2_i)
+    tp2_later = phase_b & ~be_stopped & (tp2_i < n)
+
+    def stop_fill(level: FloatArray, at: IntArray) -> FloatArray:
+        reference = d * np.minimum(d * bars.open[np.minimum(at, n - 1)], d * level)
+        return np.asarray(reference * (1.0 - d * model.slip), dtype=np.float64)
+
+    rest = qty - q1
+    exit_idx = np.full(k, -1, dtype=np.int64)
+    exit_px = np.full(k, np.nan)
+    exit_kind = np.full(k, None, dtype=object)
+    gross = np.zeros(k)
+    fees = np.where(valid, entry * qty * model.fee_rate, 0.0)
+    open_qty = np.where(valid, qty, 0.0)
+
+    def book(mask: npt.NDArray[np.bool_], at: IntArray, price: FloatArray, q: FloatArray, kind: FillKind) -> None:
+        exit_idx[mask] = at[mask]
+        exit_px[mask] = price[mask]
+        exit_kind[mask] = kind.value
+        gross[mask] += d[mask] * (price[mask] - entry[mask]) * q[mask]
+        fees[mask] += price[mask] * q[mask] * model.fee_rate
+        open_qty[mask] -= q[mask]
+
+    book(stopped, stop_i, stop_fill(stp, stop_i), qty, FillKind.STOP)
+    book(tp1_hit, tp1_i, t1p, q1, FillKind.TP1)
+    book(tp2_same, tp1_i, t2p, rest, FillKind.TP2)
+    book(be_stopped, be_i, stop_fill(entry, be_i), rest, FillKind.BREAKEVEN_STOP)
+    book(tp2_later, tp2_i, t2p, rest, FillKind.TP2)
+    closed = stopped | all_at_tp1 | tp2_same | be_stopped | tp2_later
+    status = np.where(~valid, "VOID", np.where(closed, "CLOSED", "OPEN"))
+    exit_idx[valid & ~closed] = -1  # an open trade's TP1 is not its exit
+    risk = np.where(valid, qty * np.abs(entry - stp), np.nan)
+    net = gross - fees
+    last_close = bars.close[-1] if n else np.nan
+    unrealised = np.where(valid & ~closed, d * (last_close - entry) * open_qty, 0.0)
+
+    def idx_col(name: str, values: IntArray, present: npt.NDArray[np.bool_]) -> pl.Series:
+        return pl.Series(name, np.where(present, values, 0)).set(pl.Series(~present), None)
+
+    tp1_present = tp1_hit
+    frame = pl.DataFrame(
+        [
+            pl.Series("signal_idx", sig),
+            pl.Series("side", d.astype(np.int8)),
+            pl.Series("status", status),
+            idx_col("entry_idx", entry_idx, valid),
+            idx_col("entry_ts_ms", bars.ts_ms[e] if n else e, valid),
+            pl.Series("entry_price", np.where(valid, entry, np.nan)),
+            pl.Series("quantity", qty),
+            idx_col("tp1_idx", tp1_i, tp1_present),
+            pl.Series("tp1_quantity", np.where(tp1_present, q1, 0.0)),
+            idx_col("exit_idx", exit_idx, closed),
+            idx_col("exit_ts_ms", bars.ts_ms[np.maximum(exit_idx, 0)] if n else exit_idx, closed),
+            pl.Series("exit_kind", np.where(closed, exit_kind, None), dtype=pl.String),
+            pl.Series("exit_price", np.where(closed, exit_px, np.nan)),
+            pl.Series("gross_pnl", gross),
+            pl.Series("fees", fees),
+            pl.Series("net_pnl", net),
+            pl.Series("unrealised_pnl", unrealised),
+            pl.Series("initial_risk", risk),
+            pl.Series("r_multiple", np.where(closed, net / np.where(valid, risk, 1.0), np.nan)),
+        ]
+    )
+    return frame.with_columns(pl.col("entry_price", "exit_price", "initial_risk", "r_multiple").fill_nan(None))
