@@ -106,7 +106,9 @@ series_watermarks = Table(
     "series_watermarks",
     metadata,
     *_series(),
-    # Everything before `complete_until` is stored or confirmed empty: routine gap scans start there.
+    # Everything in [complete_from, complete_until) is stored or confirmed empty: routine gap scans of a
+    # range that starts inside it begin at complete_until.
+    _tstz("complete_from"),
     _tstz("complete_until"),
     _tstz("updated_at", now=True),
     PrimaryKeyConstraint("exchange", "symbol", "timeframe"),

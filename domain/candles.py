@@ -71,26 +71,30 @@ __all__ = [
 CANDLE_COLUMNS: Final = ("ts", "open", "high", "low", "close", "volume")
 _PRICES: Final = ("open", "high", "low", "close")
 _VALUES: Final = (*_PRICES, "volume")
-CANDLE_SCHEMA: Final = pl.Schema({"ts": pl.Int64, **dict.fromkeys(_VALUES, pl.Float64)})
+_CANDLE_FIELDS: Final[list[tuple[str, pl.DataType]]] = [
+    ("ts", pl.Int64()),
+    *((name, pl.Float64()) for name in _VALUES),
+]
+_TEXT = pl.String()
+CANDLE_SCHEMA: Final = pl.Schema(_CANDLE_FIELDS)
 RECEIVED_SCHEMA: Final = pl.Schema(
-    {
-        "row_index": pl.Int64,
-        **CANDLE_SCHEMA,
-        "raw": pl.String,
-        "parse_error": pl.String,
-        "parse_detail": pl.String,
-    }
+    [
+        ("row_index", pl.Int64()),
+        *_CANDLE_FIELDS,
+        ("raw", _TEXT),
+        ("parse_error", _TEXT),
+        ("parse_detail", _TEXT),
+    ]
 )
 REJECTED_SCHEMA: Final = pl.Schema(
-    {"row_index": pl.Int64, **CANDLE_SCHEMA, "reason": pl.String, "detail": pl.String, "raw": pl.String}
+    [("row_index", pl.Int64()), *_CANDLE_FIELDS, ("reason", _TEXT), ("detail", _TEXT), ("raw", _TEXT)]
 )
-FLAGGED_SCHEMA: Final = pl.Schema(
-    {"row_index": pl.Int64, "ts": pl.Int64, "reason": pl.String, "detail": pl.String}
-)
+FLAGGED_SCHEMA: Final = pl.Schema([("row_index", pl.Int64()), ("ts", pl.Int64()), ("reason", _TEXT), ("detail", _TEXT)])
 
-#: A candle's true range may be this many times the mean true range before it (per sqrt(bar)) before it is
-#: flagged. Real 1m-1h candles here peak at ~25x (see tests/integration/test_replay.py); fat fingers and
-#: decimal shifts are hundreds to thousands of times.
+#: A candle's true range may be this many times the mean true range of the candles before it (per
+#: sqrt(bar) across holes) before it is flagged. Measured on the real candles in ../shared/data/candles
+#: (47k candles, 1m-1h): with this multiple and the 2% floor below nothing is flagged; 20x with a 1% floor
+#: flags 2. Fat fingers and decimal shifts are hundreds to thousands of times the ATR.
 DEFAULT_JUMP_ATR_MULTIPLE: Final = 40.0
 DEFAULT_ATR_PERIOD: Final = 14
 #: Moves below this fraction of the previous close are never jumps (flat, illiquid books have ATR ~ 0).
@@ -250,9 +254,9 @@ def _parse_matrix(matrix: np.ndarray) -> pl.DataFrame:
         {"row_index": idx.astype(np.int64), "raw": raws, "parse_error": errors, "parse_detail": details},
         schema={"row_index": pl.Int64, "raw": pl.String, "parse_error": pl.String, "parse_detail": pl.String},
     )
-    return frame.with_columns(
-        pl.when(pl.Series(bad_ts)).then(None).otherwise(pl.col("ts")).alias("ts")
-    ).update(patch, on="row_index")
+    return frame.with_columns(pl.when(pl.Series(bad_ts)).then(None).otherwise(pl.col("ts")).alias("ts")).update(
+        patch, on="row_index"
+    )
 
 
 def _ts_problem(value: float) -> tuple[ReasonCode, str]:
@@ -406,12 +410,10 @@ def validate_candles(
 
     rejected = pl.concat(
         [
-            _explain_row_failures(bad, checks),
+            _explain_row_failures(bad, checks, step),
             conflicting.with_columns(
                 pl.lit(ReasonCode.CONFLICTING_DUPLICATE.value).alias("reason"),
-                pl.format(
-                    "{} different candles with this ts in one batch", pl.len().over("ts")
-                ).alias("detail"),
+                _fmt("{} different candles with this ts in one batch", pl.len().over("ts")).alias("detail"),
             ).select(*REJECTED_SCHEMA.names()[:-1]),
             jumped.join(flags.select("row_index", "reason", "detail"), on="row_index").select(
                 *REJECTED_SCHEMA.names()[:-1]
@@ -425,10 +427,7 @@ def validate_candles(
         .sort("row_index")
         .select(REJECTED_SCHEMA.names())
     )
-    counts = {
-        ReasonCode(code): int(count)
-        for code, count in rejected.group_by("reason").len().iter_rows()
-    }
+    counts = {ReasonCode(code): int(count) for code, count in rejected.group_by("reason").len().iter_rows()}
     return ValidationResult(
         received=received.height,
         accepted=good.select(CANDLE_COLUMNS),
@@ -476,9 +475,7 @@ def _coerce(frame: pl.DataFrame) -> pl.DataFrame:
         casts.append(cast.alias(name))
         lost.append(pl.col(name).is_not_null() & cast.is_null())
     lost_any = pl.any_horizontal(lost)
-    raw_row = pl.concat_str(
-        [pl.lit('{"row":['), *_quoted_strings(CANDLE_COLUMNS), pl.lit("]}")], separator=""
-    )
+    raw_row = pl.concat_str([pl.lit('{"row":['), *_quoted_strings(CANDLE_COLUMNS), pl.lit("]}")], separator="")
     return frame.select(
         pl.col("row_index").cast(pl.Int64),
         *casts,
@@ -500,7 +497,7 @@ def _quoted_strings(names: Sequence[str]) -> list[pl.Expr]:
     for i, name in enumerate(names):
         text = pl.col(name).cast(pl.String, strict=False)
         quoted = text.str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True)
-        parts.append(pl.when(text.is_null()).then(pl.lit("null")).otherwise(pl.format('"{}"', quoted)))
+        parts.append(pl.when(text.is_null()).then(pl.lit("null")).otherwise(_fmt('"{}"', quoted)))
         if i < len(names) - 1:
             parts.append(pl.lit(","))
     return parts
@@ -512,12 +509,14 @@ def _row_checks(step: int, now_ms: int) -> list[tuple[ReasonCode, pl.Expr]]:
     parse_error = pl.col("parse_error")
     return [
         (ReasonCode.SCHEMA, parse_error == ReasonCode.SCHEMA.value),
-        (ReasonCode.TYPE, (parse_error == ReasonCode.TYPE.value) | pl.any_horizontal(
-            pl.col(n).is_null() for n in CANDLE_COLUMNS
-        )),
-        (ReasonCode.NOT_FINITE, (parse_error == ReasonCode.NOT_FINITE.value) | ~pl.all_horizontal(
-            pl.col(n).is_finite() for n in _VALUES
-        )),
+        (
+            ReasonCode.TYPE,
+            (parse_error == ReasonCode.TYPE.value) | pl.any_horizontal(pl.col(n).is_null() for n in CANDLE_COLUMNS),
+        ),
+        (
+            ReasonCode.NOT_FINITE,
+            (parse_error == ReasonCode.NOT_FINITE.value) | ~pl.all_horizontal(pl.col(n).is_finite() for n in _VALUES),
+        ),
         (ReasonCode.NON_POSITIVE_PRICE, pl.any_horizontal(pl.col(n) <= 0 for n in _PRICES)),
         (ReasonCode.NEGATIVE_VOLUME, v < 0),
         (ReasonCode.HIGH_BELOW_LOW, h < low),
@@ -525,7 +524,7 @@ def _row_checks(step: int, now_ms: int) -> list[tuple[ReasonCode, pl.Expr]]:
         (ReasonCode.LOW_ABOVE_OPEN_CLOSE, low > pl.min_horizontal(o, c)),
         (ReasonCode.MISALIGNED_TS, ts % step != 0),
         (ReasonCode.FUTURE_TS, ts > now_ms),
-        (ReasonCode.OPEN_CANDLE, ts + step > now_ms),
+        (ReasonCode.OPEN_CANDLE, (ts <= now_ms) & (ts + step > now_ms)),
     ]
 
 
@@ -536,46 +535,148 @@ def _detail_for(code: ReasonCode, step: int) -> pl.Expr:
             return pl.coalesce(pl.col("parse_detail"), pl.lit("a value is missing"))
         case ReasonCode.NOT_FINITE:
             return pl.coalesce(
-                pl.col("parse_detail"), pl.format("non-finite value in o/h/l/c/v {}/{}/{}/{}/{}", o, h, low, c, v)
+                pl.col("parse_detail"), _fmt("non-finite value in o/h/l/c/v {}/{}/{}/{}/{}", o, h, low, c, v)
             )
         case ReasonCode.NON_POSITIVE_PRICE:
-            return pl.format("price <= 0 in o/h/l/c {}/{}/{}/{}", o, h, low, c)
+            return _fmt("price <= 0 in o/h/l/c {}/{}/{}/{}", o, h, low, c)
         case ReasonCode.NEGATIVE_VOLUME:
-            return pl.format("volume {} < 0", v)
+            return _fmt("volume {} < 0", v)
         case ReasonCode.HIGH_BELOW_LOW:
-            return pl.format("high {} < low {}", h, low)
+            return _fmt("high {} < low {}", h, low)
         case ReasonCode.HIGH_BELOW_OPEN_CLOSE:
-            return pl.format("high {} < max(open {}, close {})", h, o, c)
+            return _fmt("high {} < max(open {}, close {})", h, o, c)
         case ReasonCode.LOW_ABOVE_OPEN_CLOSE:
-            return pl.format("low {} > min(open {}, close {})", low, o, c)
+            return _fmt("low {} > min(open {}, close {})", low, o, c)
         case ReasonCode.MISALIGNED_TS:
-            return pl.format("ts {} is {} ms past a {} ms boundary", ts, ts % step, pl.lit(step))
+            return _fmt(f"ts {{}} is {{}} ms past a {step} ms boundary", ts, ts % step)
         case ReasonCode.FUTURE_TS:
-            return pl.format("ts {} is after now", ts)
+            return _fmt("ts {} is after now", ts)
         case ReasonCode.OPEN_CANDLE:
-            return pl.format("candle {} closes at {}: still open", ts, ts + step)
+            return _fmt("candle {} closes at {}: still open", ts, ts + step)
         case _:
             return pl.lit("")
 
 
-def _explain_row_failures(bad: pl.DataFrame, checks: list[tuple[ReasonCode, pl.Expr]]) -> pl.DataFrame:
+def _explain_row_failures(bad: pl.DataFrame, checks: list[tuple[ReasonCode, pl.Expr]], step: int) -> pl.DataFrame:
     """Detail text for rows failing row-level rules: the primary reason's values plus the other failures."""
-    step_check = next(e for code, e in checks if code is ReasonCode.MISALIGNED_TS)
-    del step_check  # the step is recovered from the detail expressions below
     detail = pl.lit("", pl.String)
-    for code, _ in checks:
-        detail = pl.when(pl.col("reason") == code.value).then(_detail_for(code, _step_of(checks))).otherwise(
-            detail
-        )
-    # Later rules see nulls/NaN once an earlier one failed; only name them when their inputs are sound.
+    for code, _ in reversed(checks):
+        detail = pl.when(pl.col("reason") == code.value).then(_detail_for(code, step)).otherwise(detail)
+    # Once a value is missing or NaN, the later comparisons mean nothing: name other failures only when the
+    # primary reason left every value a finite number.
+    unsound = pl.col("reason").is_in([ReasonCode.SCHEMA.value, ReasonCode.TYPE.value, ReasonCode.NOT_FINITE.value])
     others = pl.concat_str(
-        [
-            pl.when(failed.fill_null(False) & (pl.col("reason") != code.value)).then(pl.lit(code.value))
-            for code, failed in checks[3:]
-        ],
+        [pl.when(failed & (pl.col("reason") != code.value)).then(pl.lit(code.value)) for code, failed in checks[3:]],
         separator=", ",
         ignore_nulls=True,
     )
     return bad.with_columns(
-        pl.when(others != "").then(pl.format("{}; also {}", detail, others)).otherwise(detail).alias("detail")
+        pl.when(~unsound & (others != "")).then(_fmt("{}; also {}", detail, others)).otherwise(detail).alias("detail")
     ).select(*REJECTED_SCHEMA.names()[:-1])
+
+
+def _split_duplicates(good: pl.DataFrame) -> tuple[int, pl.DataFrame, pl.DataFrame]:
+    """(identical extra copies, conflicting rows, unique rows) of rows sorted by ts.
+
+    Most batches have no repeated ts at all; that is checked in one pass before any grouping.
+    """
+    repeated = pl.col("ts").is_duplicated()
+    if good.height < 2 or not bool((good["ts"].diff() == 0).any()):
+        return 0, good.clear(), good
+    clash = good.filter(repeated)
+    rest = good.filter(~repeated)
+    distinct = clash.unique(subset=list(CANDLE_COLUMNS), keep="first")
+    duplicates = clash.height - distinct.height
+    conflicting = distinct.filter(repeated)
+    unique = pl.concat([rest, distinct.filter(~repeated)]).sort("ts")
+    return duplicates, conflicting.sort("row_index"), unique
+
+
+def _price_jumps(
+    good: pl.DataFrame,
+    context: pl.DataFrame | None,
+    step: int,
+    multiple: float,
+    period: int,
+    min_fraction: float,
+) -> pl.DataFrame:
+    """FLAGGED_SCHEMA rows for candles whose true range is far beyond the ATR before them."""
+    if good.height == 0:
+        return pl.DataFrame(schema=FLAGGED_SCHEMA)
+    series = good.select("row_index", *CANDLE_COLUMNS)
+    if context is not None and context.height:
+        first_ts = good["ts"][0]
+        tail = (
+            context.select(pl.col(n).cast(t) for n, t in CANDLE_SCHEMA.items())
+            .filter(pl.col("ts") < first_ts)
+            .sort("ts")
+            .tail(period + 1)
+            .select(pl.lit(None, pl.Int64).alias("row_index"), *CANDLE_COLUMNS)
+        )
+        series = pl.concat([tail, series])
+    prev_close = pl.col("close").shift(1)
+    true_range = pl.max_horizontal(
+        pl.col("high") - pl.col("low"),
+        (pl.col("high") - prev_close).abs(),
+        (pl.col("low") - prev_close).abs(),
+    )
+    # Across a hole of n bars a random walk moves ~sqrt(n) times as far as in one bar.
+    bars = ((pl.col("ts") - pl.col("ts").shift(1)) // step).clip(lower_bound=1).cast(pl.Float64)
+    atr_before = pl.col("tr").rolling_mean(period, min_samples=period).shift(1)
+    limit = pl.max_horizontal(multiple * atr_before * bars.sqrt(), min_fraction * prev_close)
+    scored = series.with_columns(true_range.alias("tr")).with_columns(atr_before.alias("atr"), limit.alias("limit"))
+    jumps = scored.filter(
+        pl.col("row_index").is_not_null() & pl.col("atr").is_not_null() & (pl.col("tr") > pl.col("limit"))
+    )
+    return jumps.select(
+        "row_index",
+        "ts",
+        pl.lit(ReasonCode.PRICE_JUMP.value).alias("reason"),
+        _fmt(
+            f"true range {{}} is {{}}x ATR({period}) {{}} (limit {{}})",
+            pl.col("tr"),
+            (pl.col("tr") / pl.col("atr")).round(1),
+            pl.col("atr"),
+            pl.col("limit"),
+        ).alias("detail"),
+    )
+
+
+def _json_number(name: str) -> pl.Expr:
+    col = pl.col(name)
+    if name == "ts":
+        return pl.when(col.is_null()).then(pl.lit("null")).otherwise(col.cast(pl.String))
+    return (
+        pl.when(col.is_null())
+        .then(pl.lit("null"))
+        .when(col.is_nan())
+        .then(pl.lit('"NaN"'))
+        .when(col == math.inf)
+        .then(pl.lit('"Infinity"'))
+        .when(col == -math.inf)
+        .then(pl.lit('"-Infinity"'))
+        .otherwise(col.cast(pl.String))
+    )
+
+
+def _payload_json() -> pl.Expr:
+    """QuarantinePayload JSON built from the typed columns (exact whenever `raw` was not needed)."""
+    parts: list[pl.Expr] = [pl.lit('{"row":[')]
+    for i, name in enumerate(CANDLE_COLUMNS):
+        parts.append(_json_number(name))
+        parts.append(pl.lit("," if i < len(CANDLE_COLUMNS) - 1 else "]}"))
+    return pl.concat_str(parts, separator="")
+
+
+def _fmt(template: str, *values: pl.Expr) -> pl.Expr:
+    """Like pl.format, via concat_str: pl.format panics on some multi-chunk inputs in polars 2.1."""
+    pieces = template.split("{}")
+    if len(pieces) != len(values) + 1:
+        raise ValueError(f"template {template!r} needs {len(pieces) - 1} values, got {len(values)}")
+    parts: list[pl.Expr] = []
+    for piece, value in zip(pieces, [*values, None], strict=True):
+        if piece:
+            parts.append(pl.lit(piece))
+        if value is not None:
+            parts.append(value.cast(pl.String))
+    return pl.concat_str(parts, separator="")

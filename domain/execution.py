@@ -338,15 +338,12 @@ def enter(order: Order, bar: Bar, model: ExecutionModel | None = None) -> StepRe
     """
     model = model or ExecutionModel()
     if bar.ts_ms <= order.signal_ts_ms:
-        raise InvalidDataError(
-            f"entry candle {bar.ts_ms} must open after the signal candle {order.signal_ts_ms}"
-        )
+        raise InvalidDataError(f"entry candle {bar.ts_ms} must open after the signal candle {order.signal_ts_ms}")
     d = order.side.sign
     price = bar.open * (1.0 + d * model.slip)
     if d * (price - order.stop_price) <= 0 or d * (price - order.tp1_price) >= 0:
         reason = (
-            f"entry {price:g} is not between stop {order.stop_price:g} and tp1 {order.tp1_price:g}; "
-            "the setup is void"
+            f"entry {price:g} is not between stop {order.stop_price:g} and tp1 {order.tp1_price:g}; the setup is void"
         )
         return StepResult(None, (), None, reason)
     fee = price * order.quantity * model.fee_rate
@@ -523,6 +520,15 @@ class _Track:
         return out
 
 
+def _tp1_quantities(quantity: FloatArray, fraction: float, lot_step: float) -> FloatArray:
+    """:func:`_tp1_quantity` over an array, with the same float operations (the results must be equal)."""
+    part = quantity * fraction
+    if lot_step > 0:
+        rounded = np.floor(part / lot_step) * lot_step
+        part = np.where(rounded > part, rounded - lot_step, rounded)
+    return np.where((part <= 0) | (part >= quantity), quantity, part)
+
+
 def _scan(x: FloatArray, start: IntArray, end: IntArray, threshold: FloatArray, width: int) -> IntArray:
     """First ``i`` in ``[start, min(start + width, end))`` with ``x[i] >= threshold``, else -1, per row."""
     out = np.full(len(start), -1, dtype=np.int64)
@@ -567,6 +573,8 @@ def simulate_trades(
     d = np.asarray(side, dtype=np.int64)
     qty, stp, t1p, t2p = (np.asarray(a, dtype=np.float64) for a in (quantity, stop, tp1, tp2))
     k, n = len(sig), len(bars.open)
+    if n == 0:
+        raise InvalidDataError("simulate_trades: no candles")
     if any(len(a) != k for a in (d, qty, stp, t1p, t2p)):
         raise InvalidDataError("simulate_trades: per-trade arrays differ in length")
     if not np.isin(d, (1, -1)).all():
@@ -578,12 +586,14 @@ def simulate_trades(
 
     entry_idx = sig + 1
     has_bar = entry_idx < n
-    e = np.minimum(entry_idx, max(n - 1, 0))
-    opens = bars.open[e] if n else np.zeros(k)
-    entry = opens * (1.0 + d * model.slip)
+    e = np.minimum(entry_idx, n - 1)
+    entry = bars.open[e] * (1.0 + d * model.slip)
     valid = has_bar & (d * (entry - stp) > 0) & (d * (entry - t1p) < 0)
 
-    tracks = {1: (_Track(bars.high), _Track(-bars.low)), -1: (_Track(-bars.low), _Track(bars.high))}
+    # A long's favourable extreme is the high and its adverse one the low; a short's the reverse. Lows are
+    # negated so that every search is "first x >= threshold".
+    highs, neg_lows = _Track(bars.high), _Track(-bars.low)
+    tracks = {1: (highs, neg_lows), -1: (neg_lows, highs)}
     stop_i = np.full(k, n, dtype=np.int64)
     tp1_i, tp2_i, be_i = stop_i.copy(), stop_i.copy(), stop_i.copy()
     for sign, (fav, adv) in tracks.items():
@@ -593,7 +603,7 @@ def simulate_trades(
         tp2_i[rows] = fav.first_at_or_above(e[rows], sign * t2p[rows])
         be_i[rows] = adv.first_at_or_above(tp1_i[rows] + 1, -sign * entry[rows])
 
-    q1 = np.array([_tp1_quantity(q, model.tp1_fraction, lot_step) for q in qty]) if k else qty.copy()
+    q1 = _tp1_quantities(qty, model.tp1_fraction, lot_step)
     stopped = valid & (stop_i < n) & (stop_i <= tp1_i)
     tp1_hit = valid & ~stopped & (tp1_i < n)
     all_at_tp1 = tp1_hit & (q1 == qty)
@@ -629,10 +639,10 @@ def simulate_trades(
     book(tp2_later, tp2_i, t2p, rest, FillKind.TP2)
     closed = stopped | all_at_tp1 | tp2_same | be_stopped | tp2_later
     status = np.where(~valid, "VOID", np.where(closed, "CLOSED", "OPEN"))
-    exit_idx[valid & ~closed] = -1  # an open trade's TP1 is not its exit
+    exit_kind[~closed] = None  # an open trade's TP1 is not its exit
     risk = np.where(valid, qty * np.abs(entry - stp), np.nan)
     net = gross - fees
-    last_close = bars.close[-1] if n else np.nan
+    last_close = bars.close[-1]
     unrealised = np.where(valid & ~closed, d * (last_close - entry) * open_qty, 0.0)
 
     def idx_col(name: str, values: IntArray, present: npt.NDArray[np.bool_]) -> pl.Series:
@@ -645,14 +655,14 @@ def simulate_trades(
             pl.Series("side", d.astype(np.int8)),
             pl.Series("status", status),
             idx_col("entry_idx", entry_idx, valid),
-            idx_col("entry_ts_ms", bars.ts_ms[e] if n else e, valid),
+            idx_col("entry_ts_ms", bars.ts_ms[e], valid),
             pl.Series("entry_price", np.where(valid, entry, np.nan)),
             pl.Series("quantity", qty),
             idx_col("tp1_idx", tp1_i, tp1_present),
             pl.Series("tp1_quantity", np.where(tp1_present, q1, 0.0)),
             idx_col("exit_idx", exit_idx, closed),
-            idx_col("exit_ts_ms", bars.ts_ms[np.maximum(exit_idx, 0)] if n else exit_idx, closed),
-            pl.Series("exit_kind", np.where(closed, exit_kind, None), dtype=pl.String),
+            idx_col("exit_ts_ms", bars.ts_ms[np.maximum(exit_idx, 0)], closed),
+            pl.Series("exit_kind", exit_kind, dtype=pl.String),
             pl.Series("exit_price", np.where(closed, exit_px, np.nan)),
             pl.Series("gross_pnl", gross),
             pl.Series("fees", fees),

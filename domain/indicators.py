@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import numpy.typing as npt
@@ -122,6 +123,7 @@ def _ratio(numerator: FloatArray, denominator: FloatArray) -> FloatArray:
 
 def _indicator_fn(config: IndicatorConfig) -> tuple[tuple[str, ...], _SeriesFn]:
     """The input columns ``config`` needs and a function computing all its indicators on one series."""
+
     def compute(cols: Mapping[str, FloatArray]) -> dict[str, FloatArray]:
         close = cols["close"]
         out: dict[str, FloatArray] = {config.rsi_column: talib.RSI(close, config.rsi_period)}
@@ -158,7 +160,7 @@ def _series_bounds(candles: pl.DataFrame) -> tuple[npt.NDArray[np.int64] | None,
         runs = sorted_symbols.rle_id().to_numpy()
     starts = np.flatnonzero(np.diff(runs)) + 1
     edges = [0, *starts.tolist(), n]
-    return order, list(zip(edges[:-1], edges[1:], strict=True))
+    return order, list(pairwise(edges))
 
 
 def _apply_per_series(candles: pl.DataFrame, needs: tuple[str, ...], fn: _SeriesFn) -> pl.DataFrame:
@@ -208,16 +210,12 @@ def with_indicators(candles: pl.DataFrame, *, config: IndicatorConfig | None = N
 
 def with_rsi(candles: pl.DataFrame, *, period: int = 14) -> pl.DataFrame:
     """``candles`` plus ``rsi_{period}``: Wilder's RSI on close, 0-100, NaN for the first ``period`` bars."""
-    return _apply_per_series(
-        candles, ("close",), lambda c: {f"rsi_{period}": talib.RSI(c["close"], period)}
-    )
+    return _apply_per_series(candles, ("close",), lambda c: {f"rsi_{period}": talib.RSI(c["close"], period)})
 
 
 def with_ema(candles: pl.DataFrame, *, periods: tuple[int, ...] = (20, 50, 200)) -> pl.DataFrame:
     """``candles`` plus ``ema_{p}`` per period: EMA of close (alpha 2/(p+1)), seeded with an SMA of p bars."""
-    return _apply_per_series(
-        candles, ("close",), lambda c: {f"ema_{p}": talib.EMA(c["close"], p) for p in periods}
-    )
+    return _apply_per_series(candles, ("close",), lambda c: {f"ema_{p}": talib.EMA(c["close"], p) for p in periods})
 
 
 def with_atr(candles: pl.DataFrame, *, period: int = 14) -> pl.DataFrame:

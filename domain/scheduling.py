@@ -271,9 +271,7 @@ class SmartScheduler:
         for symbol in sorted(self._symbols):
             state = self._symbols[symbol]
             if state.cooloff_until_ms is not None and now_ms < state.cooloff_until_ms:
-                report.append(
-                    CoolOff(symbol, state.cooloff_until_ms, state.consecutive_failures, state.last_failure)
-                )
+                report.append(CoolOff(symbol, state.cooloff_until_ms, state.consecutive_failures, state.last_failure))
         return tuple(report)
 
     def gate(self, symbol: str, now_ms: int, *, book: BookCheck | None = None) -> GateDecision:
@@ -444,9 +442,7 @@ def check_order_book(
         )
     if not filled:
         reasons.append(
-            GateReason(
-                GateCode.SLIPPAGE_TOO_HIGH, f"the whole book cannot fill {amount:g}; {remaining:g} left"
-            )
+            GateReason(GateCode.SLIPPAGE_TOO_HIGH, f"the whole book cannot fill {amount:g}; {remaining:g} left")
         )
     elif slippage_bps > limits.max_slippage_bps:
         reasons.append(

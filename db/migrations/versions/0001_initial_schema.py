@@ -183,6 +183,7 @@ def upgrade() -> None:
         sa.Column("exchange", sa.Text(), nullable=False),
         sa.Column("symbol", sa.Text(), nullable=False),
         sa.Column("timeframe", sa.Text(), nullable=False),
+        sa.Column("complete_from", sa.DateTime(timezone=True), nullable=False),
         sa.Column("complete_until", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("exchange", "symbol", "timeframe", name=op.f("pk_series_watermarks")),

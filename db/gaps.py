@@ -1,0 +1,223 @@
+"""Gap detection in SQL, confirmed-empty ranges, market first candles and completeness watermarks.
+
+One query for a set of symbols: a `lag(ts)` window over the primary-key index (one row per hole, PERF_NOTES:
+fastest of the SQL variants), plus the edges of the scanned range that `lag` cannot see. Each series keeps a
+watermark [complete_from, complete_until): a scan of a range starting inside it begins at complete_until, so a
+routine scan after an ingest reads only the newest candles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, text
+
+from domain.gaps import Gap, subtract_ranges
+from domain.timeframes import timeframe_ms
+
+_MS = "(extract(epoch FROM {0}) * 1000)::bigint"
+_TS = "to_timestamp({0} / 1000.0)"
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    gaps: list[Gap]
+    scanned_from: dict[str, int]  # per symbol, where this scan actually began (after watermark/listing)
+
+
+_GAP_SQL = f"""
+WITH s AS (
+    SELECT u.symbol,
+           greatest({_TS.format(":start")}, m.first_candle_ts,
+                    CASE WHEN :use_watermark AND w.complete_from <= {_TS.format(":start")}
+                              AND w.complete_until >= {_TS.format(":start")}
+                         THEN w.complete_until END) AS lo
+    FROM unnest(CAST(:symbols AS text[])) AS u(symbol)
+    LEFT JOIN markets m ON m.exchange = :exchange AND m.symbol = u.symbol AND m.timeframe = :timeframe
+    LEFT JOIN series_watermarks w
+           ON w.exchange = :exchange AND w.symbol = u.symbol AND w.timeframe = :timeframe
+),
+present AS (
+    SELECT s.symbol, c.ts, lag(c.ts) OVER (PARTITION BY s.symbol ORDER BY c.ts) AS prev
+    FROM s JOIN candles c
+      ON c.exchange = :exchange AND c.symbol = s.symbol AND c.timeframe = :timeframe
+     AND c.ts >= s.lo AND c.ts < {_TS.format(":end")}
+),
+edges AS (
+    SELECT s.symbol, s.lo, min(p.ts) AS first_ts, max(p.ts) AS last_ts
+    FROM s LEFT JOIN present p USING (symbol) GROUP BY s.symbol, s.lo
+)
+SELECT symbol, {_MS.format("prev")} + :step AS gap_start, {_MS.format("ts")} AS gap_end
+FROM present WHERE ts - prev > :step * interval '1 millisecond'
+UNION ALL
+SELECT symbol, {_MS.format("lo")}, coalesce({_MS.format("first_ts")}, :end)
+FROM edges WHERE lo < coalesce(first_ts, {_TS.format(":end")})
+UNION ALL
+SELECT symbol, {_MS.format("last_ts")} + :step, :end
+FROM edges WHERE last_ts + :step * interval '1 millisecond' < {_TS.format(":end")}
+UNION ALL
+SELECT symbol, NULL, {_MS.format("lo")} FROM s
+"""
+
+
+def find_gaps(
+    conn: Connection,
+    *,
+    exchange: str,
+    symbols: Sequence[str],
+    timeframe: str,
+    start_ms: int,
+    end_ms: int,
+    use_watermark: bool = True,
+    update_watermark: bool = True,
+) -> ScanResult:
+    """Missing candle ranges of [start_ms, end_ms) for every symbol, minus confirmed-empty ranges and anything
+    before a market's first candle. With `update_watermark`, advances each series' completeness watermark."""
+    step = timeframe_ms(timeframe)
+    start_ms -= start_ms % step
+    end_ms -= end_ms % step
+    if end_ms <= start_ms or not symbols:
+        return ScanResult([], {})
+    rows = conn.execute(
+        text(_GAP_SQL),
+        {
+            "exchange": exchange,
+            "symbols": list(symbols),
+            "timeframe": timeframe,
+            "start": start_ms,
+            "end": end_ms,
+            "step": step,
+            "use_watermark": use_watermark,
+        },
+    ).all()
+    raw: dict[str, list[tuple[int, int]]] = {s: [] for s in symbols}
+    scanned_from: dict[str, int] = {}
+    for symbol, gap_start, gap_end in rows:
+        if gap_start is None:
+            scanned_from[symbol] = min(int(gap_end), end_ms)
+        else:
+            raw[symbol].append((int(gap_start), int(gap_end)))
+    empty = _empty_ranges(conn, exchange, symbols, timeframe, start_ms, end_ms)
+    gaps: list[Gap] = []
+    for symbol, ranges in raw.items():
+        for lo, hi in sorted(ranges):
+            gaps.extend(Gap(symbol, a, b) for a, b in subtract_ranges(lo, hi, empty.get(symbol, [])))
+    if update_watermark:
+        _advance_watermarks(conn, exchange, timeframe, start_ms, end_ms, scanned_from, gaps)
+    return ScanResult(gaps, scanned_from)
+
+
+def _empty_ranges(
+    conn: Connection, exchange: str, symbols: Sequence[str], timeframe: str, start_ms: int, end_ms: int
+) -> dict[str, list[tuple[int, int]]]:
+    rows = conn.execute(
+        text(
+            f"SELECT symbol, {_MS.format('range_start')}, {_MS.format('range_end')} FROM empty_ranges"
+            " WHERE exchange = :exchange AND timeframe = :timeframe AND symbol = ANY(CAST(:symbols AS text[]))"
+            f" AND range_end > {_TS.format(':start')} AND range_start < {_TS.format(':end')}"
+        ),
+        {"exchange": exchange, "timeframe": timeframe, "symbols": list(symbols), "start": start_ms, "end": end_ms},
+    ).all()
+    out: dict[str, list[tuple[int, int]]] = {}
+    for symbol, lo, hi in rows:
+        out.setdefault(symbol, []).append((int(lo), int(hi)))
+    return out
+
+
+def _advance_watermarks(
+    conn: Connection,
+    exchange: str,
+    timeframe: str,
+    start_ms: int,
+    end_ms: int,
+    scanned_from: dict[str, int],
+    gaps: Sequence[Gap],
+) -> None:
+    first_gap: dict[str, int] = {}
+    for gap in gaps:
+        first_gap[gap.symbol] = min(first_gap.get(gap.symbol, gap.start_ms), gap.start_ms)
+    params = [
+        {"symbol": symbol, "from": start_ms, "until": first_gap.get(symbol, end_ms)}
+        for symbol in scanned_from
+        if first_gap.get(symbol, end_ms) > start_ms
+    ]
+    if not params:
+        return
+    # A new watermark [start, first gap) merges with a stored one it touches; otherwise the further one wins.
+    conn.execute(
+        text(
+            f"""
+            INSERT INTO series_watermarks AS w (exchange, symbol, timeframe, complete_from, complete_until)
+            VALUES (:exchange, :symbol, :timeframe, {_TS.format(":from")}, {_TS.format(":until")})
+            ON CONFLICT (exchange, symbol, timeframe) DO UPDATE SET
+                complete_from = CASE WHEN EXCLUDED.complete_from <= w.complete_until
+                                      AND EXCLUDED.complete_until >= w.complete_from
+                                     THEN least(w.complete_from, EXCLUDED.complete_from)
+                                     ELSE EXCLUDED.complete_from END,
+                complete_until = CASE WHEN EXCLUDED.complete_from <= w.complete_until
+                                       AND EXCLUDED.complete_until >= w.complete_from
+                                      THEN greatest(w.complete_until, EXCLUDED.complete_until)
+                                      ELSE EXCLUDED.complete_until END,
+                updated_at = now()
+            WHERE EXCLUDED.complete_until > w.complete_until OR EXCLUDED.complete_from < w.complete_from
+            """
+        ),
+        [{"exchange": exchange, "timeframe": timeframe, **p} for p in params],
+    )
+
+
+def reset_watermarks(conn: Connection, *, exchange: str, symbols: Sequence[str], timeframe: str) -> None:
+    """Forget completeness (e.g. after deleting candles) so the next scan is a full one."""
+    conn.execute(
+        text(
+            "DELETE FROM series_watermarks WHERE exchange = :exchange AND timeframe = :timeframe"
+            " AND symbol = ANY(CAST(:symbols AS text[]))"
+        ),
+        {"exchange": exchange, "timeframe": timeframe, "symbols": list(symbols)},
+    )
+
+
+def record_empty_range(
+    conn: Connection, *, exchange: str, symbol: str, timeframe: str, start_ms: int, end_ms: int
+) -> None:
+    """Remember that the exchange confirmed (twice) that [start, end) has no candles."""
+    conn.execute(
+        text(
+            "INSERT INTO empty_ranges (exchange, symbol, timeframe, range_start, range_end)"
+            f" VALUES (:exchange, :symbol, :timeframe, {_TS.format(':start')}, {_TS.format(':end')})"
+            f" ON CONFLICT (exchange, symbol, timeframe, range_start) DO UPDATE"
+            " SET range_end = greatest(empty_ranges.range_end, EXCLUDED.range_end), confirmed_at = now()"
+        ),
+        {"exchange": exchange, "symbol": symbol, "timeframe": timeframe, "start": start_ms, "end": end_ms},
+    )
+
+
+def record_first_candle(
+    conn: Connection, *, exchange: str, symbol: str, timeframe: str, first_candle_ms: int | None
+) -> None:
+    """Store where a market's history begins (None: the exchange returned nothing at all)."""
+    conn.execute(
+        text(
+            "INSERT INTO markets (exchange, symbol, timeframe, first_candle_ts)"
+            " VALUES (:exchange, :symbol, :timeframe,"
+            " CASE WHEN CAST(:first AS bigint) IS NULL THEN NULL ELSE to_timestamp(:first / 1000.0) END)"
+            " ON CONFLICT (exchange, symbol, timeframe) DO UPDATE"
+            " SET first_candle_ts = EXCLUDED.first_candle_ts, checked_at = now()"
+        ),
+        {"exchange": exchange, "symbol": symbol, "timeframe": timeframe, "first": first_candle_ms},
+    )
+
+
+def known_first_candles(
+    conn: Connection, *, exchange: str, symbols: Sequence[str], timeframe: str
+) -> dict[str, int | None]:
+    """Markets whose first candle was already looked up (value None: the exchange had none)."""
+    rows = conn.execute(
+        text(
+            f"SELECT symbol, {_MS.format('first_candle_ts')} FROM markets WHERE exchange = :exchange"
+            " AND timeframe = :timeframe AND symbol = ANY(CAST(:symbols AS text[]))"
+        ),
+        {"exchange": exchange, "timeframe": timeframe, "symbols": list(symbols)},
+    ).all()
+    return {symbol: None if first is None else int(first) for symbol, first in rows}
