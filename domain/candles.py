@@ -214,11 +214,13 @@ def parse_ccxt_rows(rows: Sequence[object]) -> pl.DataFrame:
         matrix = None  # ragged or otherwise irregular: row by row
     if matrix is not None and matrix.ndim == 2 and matrix.shape[1] == 6 and matrix.dtype.kind in "fiu":
         return _parse_matrix(matrix)
-    return _parse_row_by_row(rows)
+    return _parse_mixed(rows)
 
 
-def _parse_matrix(matrix: np.ndarray) -> pl.DataFrame:
+def _parse_matrix(matrix: np.ndarray, row_index: np.ndarray | None = None) -> pl.DataFrame:
     n = matrix.shape[0]
+    if row_index is None:
+        row_index = np.arange(n, dtype=np.int64)
     values = matrix.astype(np.float64, copy=False)
     if matrix.dtype.kind in "iu":
         ts = matrix[:, 0].astype(np.int64)
@@ -230,7 +232,7 @@ def _parse_matrix(matrix: np.ndarray) -> pl.DataFrame:
         ts = np.where(bad_ts, 0.0, ts_f).astype(np.int64)
     frame = pl.DataFrame(
         {
-            "row_index": np.arange(n, dtype=np.int64),
+            "row_index": row_index,
             "ts": ts,
             **{name: values[:, j + 1] for j, name in enumerate(_VALUES)},
         }
@@ -251,7 +253,7 @@ def _parse_matrix(matrix: np.ndarray) -> pl.DataFrame:
         errors.append(code.value)
         details.append(detail)
     patch = pl.DataFrame(
-        {"row_index": idx.astype(np.int64), "raw": raws, "parse_error": errors, "parse_detail": details},
+        {"row_index": row_index[idx], "raw": raws, "parse_error": errors, "parse_detail": details},
         schema={"row_index": pl.Int64, "raw": pl.String, "parse_error": pl.String, "parse_detail": pl.String},
     )
     return frame.with_columns(pl.when(pl.Series(bad_ts)).then(None).otherwise(pl.col("ts")).alias("ts")).update(
@@ -296,7 +298,30 @@ def _parse_ts(value: object) -> tuple[int | None, ReasonCode | None, str]:
     return None, code, detail
 
 
-def _parse_row_by_row(rows: Sequence[object]) -> pl.DataFrame:
+_PLAIN_TYPES: Final = frozenset({int, float})
+
+
+def _is_plain(row: object) -> bool:
+    """A 6-sequence of ints and floats only (bool, str, None and numpy scalars are not plain)."""
+    return isinstance(row, list | tuple) and len(row) == 6 and _PLAIN_TYPES.issuperset(map(type, row))
+
+
+def _parse_mixed(rows: Sequence[object]) -> pl.DataFrame:
+    """Rows of plain numbers still take the numpy path; only the others are parsed one by one."""
+    plain_index: list[int] = []
+    other_index: list[int] = []
+    for i, row in enumerate(rows):
+        (plain_index if _is_plain(row) else other_index).append(i)
+    parts = []
+    if plain_index:
+        matrix = np.array([rows[i] for i in plain_index], dtype=np.float64)
+        parts.append(_parse_matrix(matrix, np.array(plain_index, dtype=np.int64)))
+    if other_index:
+        parts.append(_parse_row_by_row([rows[i] for i in other_index], np.array(other_index, dtype=np.int64)))
+    return pl.concat(parts).sort("row_index") if len(parts) > 1 else parts[0]
+
+
+def _parse_row_by_row(rows: Sequence[object], row_index: np.ndarray) -> pl.DataFrame:
     n = len(rows)
     columns: dict[str, list[float | None]] = {name: [None] * n for name in _VALUES}
     ts_col: list[int | None] = [None] * n
@@ -332,7 +357,7 @@ def _parse_row_by_row(rows: Sequence[object]) -> pl.DataFrame:
             raw[i] = QuarantinePayload.from_values(row).model_dump_json()
     return pl.DataFrame(
         {
-            "row_index": np.arange(n, dtype=np.int64),
+            "row_index": row_index,
             "ts": ts_col,
             **columns,
             "raw": raw,
