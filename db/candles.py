@@ -147,9 +147,7 @@ def upsert_candles(
 
     if overlapping:
         counts.update(
-            _merge(
-                conn, frame.filter(pl.col("symbol").is_in(list(overlapping))), exchange, timeframe, received
-            )
+            _merge(conn, frame.filter(pl.col("symbol").is_in(list(overlapping))), exchange, timeframe, received)
         )
     return IngestCounts(per_symbol=counts)
 
@@ -248,9 +246,7 @@ def read_windows(
     return pl.DataFrame(data, schema={"symbol": pl.Utf8, **_EMPTY.schema})
 
 
-def _copy_out(
-    conn: Connection, query: str, params: dict[str, object], layout: Sequence[str]
-) -> list[np.ndarray]:
+def _copy_out(conn: Connection, query: str, params: dict[str, object], layout: Sequence[str]) -> list[np.ndarray]:
     with _psycopg(conn).cursor() as cur:
         bound = psycopg.ClientCursor(_psycopg(conn)).mogrify(query, params)
         buffer = bytearray()

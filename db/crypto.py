@@ -106,9 +106,7 @@ class Keyring:
         """Bulk encryption for many rows; None stays None."""
         return [None if p is None else self.encrypt_str(p) for p in plaintexts]
 
-    def decrypt_many(
-        self, ciphertexts: Iterable[tuple[Ciphertext | None, Location]]
-    ) -> list[SecretStr | None]:
+    def decrypt_many(self, ciphertexts: Iterable[tuple[Ciphertext | None, Location]]) -> list[SecretStr | None]:
         """Bulk decryption; the first failure raises DecryptionError naming its table, column and row."""
         return [None if c is None else self.decrypt_str(c, where) for c, where in ciphertexts]
 

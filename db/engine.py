@@ -24,9 +24,7 @@ def parse_url(url: str) -> URL:
     try:
         parsed = make_url(url)
     except Exception:  # noqa: BLE001 - SQLAlchemy raises ArgumentError/ValueError; both mean malformed.
-        raise ConfigurationError(
-            "DATABASE_URL is malformed (expected postgresql+psycopg://user@host/db)"
-        ) from None
+        raise ConfigurationError("DATABASE_URL is malformed (expected postgresql+psycopg://user@host/db)") from None
     if parsed.get_backend_name() != "postgresql":
         raise ConfigurationError(f"DATABASE_URL must point at PostgreSQL, not {parsed.get_backend_name()!r}")
     return parsed.set(drivername="postgresql+psycopg")
@@ -59,9 +57,7 @@ def ensure_database(url: str) -> bool:
     if not name:
         raise ConfigurationError("DATABASE_URL names no database")
     try:
-        with psycopg.connect(
-            libpq_dsn(url, database="postgres"), autocommit=True, connect_timeout=10
-        ) as conn:
+        with psycopg.connect(libpq_dsn(url, database="postgres"), autocommit=True, connect_timeout=10) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
             if exists:
                 return False

@@ -43,9 +43,7 @@ metadata = MetaData(
 
 
 def _tstz(name: str, *, nullable: bool = False, now: bool = False) -> Column[Any]:
-    return Column(
-        name, DateTime(timezone=True), nullable=nullable, server_default=func.now() if now else None
-    )
+    return Column(name, DateTime(timezone=True), nullable=nullable, server_default=func.now() if now else None)
 
 
 def _series() -> list[Column[Any]]:

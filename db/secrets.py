@@ -51,9 +51,7 @@ class RotationReport:
     batches: int
 
 
-def add_credentials(
-    engine: Engine, keyring: Keyring, creds: ExchangeCredentials, *, replace: bool = False
-) -> int:
+def add_credentials(engine: Engine, keyring: Keyring, creds: ExchangeCredentials, *, replace: bool = False) -> int:
     """Store `creds` encrypted under the newest key. Refuses to overwrite unless `replace`."""
     if not creds.name.strip():
         raise InvalidDataError("credentials need a non-empty name")
@@ -63,26 +61,20 @@ def add_credentials(
         "sandbox": creds.sandbox,
         "api_key": keyring.encrypt_str(creds.api_key.get_secret_value()),
         "api_secret": keyring.encrypt_str(creds.secret.get_secret_value()),
-        "password": None
-        if creds.password is None
-        else keyring.encrypt_str(creds.password.get_secret_value()),
+        "password": None if creds.password is None else keyring.encrypt_str(creds.password.get_secret_value()),
         "extra": keyring.encrypt_json(creds.extra) if creds.extra else None,
         "key_id": keyring.primary_id,
     }
     stmt = insert(exchange_credentials).values(**values)
     if replace:
         updatable = {k: stmt.excluded[k] for k in values if k != "name"}
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["name"], set_={**updatable, "updated_at": func.now()}
-        )
+        stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={**updatable, "updated_at": func.now()})
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=["name"])
     with engine.begin() as conn:
         row_id = conn.execute(stmt.returning(exchange_credentials.c.id)).scalar_one_or_none()
     if row_id is None:
-        raise InvalidDataError(
-            f"credentials named {creds.name!r} already exist: remove them first or use --replace"
-        )
+        raise InvalidDataError(f"credentials named {creds.name!r} already exist: remove them first or use --replace")
     return int(row_id)
 
 
@@ -97,9 +89,7 @@ def list_credentials(engine: Engine) -> list[CredentialSummary]:
 
 def remove_credentials(engine: Engine, name: str) -> bool:
     with engine.begin() as conn:
-        return (
-            conn.execute(delete(exchange_credentials).where(exchange_credentials.c.name == name)).rowcount > 0
-        )
+        return conn.execute(delete(exchange_credentials).where(exchange_credentials.c.name == name)).rowcount > 0
 
 
 def load_credentials(engine: Engine, keyring: Keyring, name: str) -> ExchangeCredentials:
@@ -108,9 +98,7 @@ def load_credentials(engine: Engine, keyring: Keyring, name: str) -> ExchangeCre
     with engine.connect() as conn:
         row = conn.execute(select(t).where(t.c.name == name)).mappings().one_or_none()
     if row is None:
-        raise InvalidDataError(
-            f"no credentials named {name!r}: add them with `strategy-engine credentials add`"
-        )
+        raise InvalidDataError(f"no credentials named {name!r}: add them with `strategy-engine credentials add`")
 
     def where(column: str) -> Location:
         return Location("exchange_credentials", column, row["id"])

@@ -37,9 +37,7 @@ def database_status(engine: Engine) -> DatabaseStatus:
         ts = timescale_status(conn)
         hypertables = set(ts.get("hypertables", []))
         existing = set(
-            conn.execute(
-                text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
-            ).scalars()
+            conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")).scalars()
         )
         for name in sorted(metadata.tables):
             if name not in existing:
@@ -55,8 +53,6 @@ def database_status(engine: Engine) -> DatabaseStatus:
                     int(conn.execute(text(f'SELECT count(*) FROM "{name}"')).scalar_one()),
                     False,
                 )
-            tables.append(
-                TableStatus(name, rows, estimated, "hypertable" if name in hypertables else "table")
-            )
+            tables.append(TableStatus(name, rows, estimated, "hypertable" if name in hypertables else "table"))
     detail = str(ts.get("detail", ""))
     return DatabaseStatus(revision, bool(ts.get("enabled")), detail, tables)

@@ -63,8 +63,6 @@ AGGREGATES: Final[dict[str, tuple[str, str]]] = {
     "1d": ("1 day", "1 hour"),
 }
 BRIN_INDEX: Final = "ix_candles_ts_brin"
-# Written on the extension when migration 0002 created it, so the downgrade drops only what it created.
-OWNER_MARK: Final = "strategy-engine: created by migration 0002"
 
 
 class StorageMode(StrEnum):
@@ -255,7 +253,6 @@ def try_create_extension(conn: Connection) -> bool:
     savepoint = conn.begin_nested()
     try:
         conn.execute(text(f"CREATE EXTENSION {EXTENSION}"))
-        conn.execute(text(f"COMMENT ON EXTENSION {EXTENSION} IS '{OWNER_MARK}'"))
     except Exception as exc:  # noqa: BLE001 - any refusal means: carry on without Timescale, and say why.
         savepoint.rollback()
         log.warning("TimescaleDB is available but CREATE EXTENSION failed (%s): using plain tables", exc)
@@ -408,7 +405,8 @@ def _hypertable_to_plain(conn: Connection, table: str) -> None:
 
 def remove_storage(conn: Connection) -> None:
     """Undo `apply_timescale` or `apply_plain`: views or continuous aggregates (with their policies), the
-    BRIN index, hypertables back to plain tables with their data, and the extension if 0002 created it."""
+    BRIN index, and hypertables back to plain tables with their data, keys and indexes. The extension
+    itself stays installed (see below)."""
     _drop_views(conn)
     conn.execute(text(f"DROP INDEX IF EXISTS {BRIN_INDEX}"))
     if not timescale_enabled(conn):
@@ -419,13 +417,9 @@ def remove_storage(conn: Connection) -> None:
         "WHERE hypertable_schema = current_schema() AND hypertable_name IN ('candles', 'signals')",
     ):
         _hypertable_to_plain(conn, table)
-    owned = conn.execute(
-        text("SELECT obj_description(oid, 'pg_extension') FROM pg_extension WHERE extname = :n"),
-        {"n": EXTENSION},
-    ).scalar_one()
-    remaining = conn.execute(text("SELECT count(*) FROM timescaledb_information.hypertables")).scalar_one()
-    if owned == OWNER_MARK and remaining == 0:
-        conn.execute(text(f"DROP EXTENSION {EXTENSION}"))
+    # The extension stays: a session that loaded it cannot CREATE it again after a DROP ("already loaded
+    # with another version"), so a downgrade followed by an upgrade on a pooled connection would silently
+    # fall back to plain tables; other objects may also use it.
 
 
 # --- reading higher timeframes ------------------------------------------------------------------------------

@@ -22,9 +22,7 @@ pytestmark = pytest.mark.integration
 def window(n: int, start: int = 0) -> pl.DataFrame:
     ts = (start + np.arange(n, dtype=np.int64)) * 60_000
     price = 100 + np.arange(n, dtype=np.float64)
-    return pl.DataFrame(
-        {"ts": ts, "open": price, "high": price + 1, "low": price - 1, "close": price, "volume": price}
-    )
+    return pl.DataFrame({"ts": ts, "open": price, "high": price + 1, "low": price - 1, "close": price, "volume": price})
 
 
 class Loader:

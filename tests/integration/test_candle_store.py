@@ -53,10 +53,7 @@ def test_changed_values_are_revisions_and_new_rows_inserts(db: Engine) -> None:
     base = make_frame("BTC/USDT", 100)
     ingest(db, base)
     corrected = base.with_columns(
-        pl.when(pl.col("ts") < T0 + 10 * 60_000)
-        .then(pl.col("volume") + 1)
-        .otherwise(pl.col("volume"))
-        .alias("volume")
+        pl.when(pl.col("ts") < T0 + 10 * 60_000).then(pl.col("volume") + 1).otherwise(pl.col("volume")).alias("volume")
     )
     extended = pl.concat([corrected, make_frame("BTC/USDT", 20, start=T0 + 100 * 60_000)])
     counts = ingest(db, extended).per_symbol["BTC/USDT"]
@@ -100,9 +97,7 @@ def test_read_back_exact_values_and_windows(db: Engine) -> None:
         ("ETH/USDT", 50),
         ("BTC/USDT", 100),
     ]
-    assert_frame_equal(
-        windows.filter(pl.col("symbol") == "BTC/USDT").drop("symbol"), btc.drop("symbol").tail(100)
-    )
+    assert_frame_equal(windows.filter(pl.col("symbol") == "BTC/USDT").drop("symbol"), btc.drop("symbol").tail(100))
 
 
 def test_batch_with_duplicate_keys_is_refused(db: Engine) -> None:

@@ -75,9 +75,7 @@ def test_credentials_never_print_secrets(scratch_url: str, monkeypatch: pytest.M
     assert missing.exit_code == 2 and "no credentials named" in missing.output
 
 
-def test_missing_key_is_a_clear_configuration_error(
-    scratch_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_key_is_a_clear_configuration_error(scratch_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SE_ENCRYPTION_KEYS", "not-a-fernet-key")
     result = runner.invoke(app, ["credentials", "list"])
     assert result.exit_code == 2

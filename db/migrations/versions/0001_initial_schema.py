@@ -40,9 +40,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
-        sa.CheckConstraint(
-            "status IN ('PENDING','IN_PROGRESS','DONE','FAILED')", name=op.f("ck_backfill_jobs_status")
-        ),
+        sa.CheckConstraint("status IN ('PENDING','IN_PROGRESS','DONE','FAILED')", name=op.f("ck_backfill_jobs_status")),
         sa.CheckConstraint("range_start < range_end", name=op.f("ck_backfill_jobs_range")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_backfill_jobs")),
         sa.UniqueConstraint(
@@ -103,13 +101,9 @@ def upgrade() -> None:
         sa.Column("range_start", sa.DateTime(timezone=True), nullable=False),
         sa.Column("range_end", sa.DateTime(timezone=True), nullable=False),
         sa.Column("answers", sa.SmallInteger(), server_default=sa.text("2"), nullable=False),
-        sa.Column(
-            "confirmed_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
-        ),
+        sa.Column("confirmed_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint("range_start < range_end", name=op.f("ck_empty_ranges_range")),
-        sa.PrimaryKeyConstraint(
-            "exchange", "symbol", "timeframe", "range_start", name=op.f("pk_empty_ranges")
-        ),
+        sa.PrimaryKeyConstraint("exchange", "symbol", "timeframe", "range_start", name=op.f("pk_empty_ranges")),
     )
     op.create_table(
         "exchange_credentials",
@@ -195,9 +189,7 @@ def upgrade() -> None:
         sa.Column("symbol", sa.Text(), nullable=False),
         sa.Column("timeframe", sa.Text(), nullable=False),
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
-        sa.Column(
-            "evaluated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
-        ),
+        sa.Column("evaluated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("direction", sa.Text(), nullable=True),
         sa.Column("score", sa.Double(), nullable=False),
         sa.Column("confidence", sa.Double(), nullable=True),
@@ -234,9 +226,7 @@ def upgrade() -> None:
         sa.Column("signal_id", sa.BigInteger(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["position_id"], ["positions.id"], name=op.f("fk_orders_position_id_positions")
-        ),
+        sa.ForeignKeyConstraint(["position_id"], ["positions.id"], name=op.f("fk_orders_position_id_positions")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_orders")),
         sa.UniqueConstraint("client_order_id", name=op.f("uq_orders_client_order_id")),
     )
@@ -255,9 +245,7 @@ def upgrade() -> None:
         sa.Column("realised_pnl", sa.Double(), server_default=sa.text("0"), nullable=False),
         sa.Column("filled_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["order_id"], ["orders.id"], name=op.f("fk_fills_order_id_orders")),
-        sa.ForeignKeyConstraint(
-            ["position_id"], ["positions.id"], name=op.f("fk_fills_position_id_positions")
-        ),
+        sa.ForeignKeyConstraint(["position_id"], ["positions.id"], name=op.f("fk_fills_position_id_positions")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_fills")),
     )
     op.create_index(op.f("ix_fills_position_id"), "fills", ["position_id"], unique=False)
@@ -278,9 +266,7 @@ def downgrade() -> None:
     op.drop_table("exchange_credentials")
     op.drop_table("empty_ranges")
     op.drop_table("candles")
-    op.drop_index(
-        op.f("ix_candle_quarantine_exchange_symbol_timeframe_received_at"), table_name="candle_quarantine"
-    )
+    op.drop_index(op.f("ix_candle_quarantine_exchange_symbol_timeframe_received_at"), table_name="candle_quarantine")
     op.drop_table("candle_quarantine")
     op.drop_index(op.f("ix_backfill_jobs_status_priority_rank_range_end"), table_name="backfill_jobs")
     op.drop_table("backfill_jobs")
