@@ -154,9 +154,11 @@ class WeightLimiter:
         burst: float | None = None,
         headroom: float = 0.03,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """`budget`: weight the server allows per `window_s` seconds. `burst`: bucket capacity in weight
-        (default 3% of the budget, at least 1). `headroom`: fraction of the budget left unused on purpose."""
+        (default 3% of the budget, at least 1). `headroom`: fraction of the budget left unused on purpose.
+        `clock` (seconds) and `sleep` are injectable for tests in virtual time."""
         if budget <= 0 or window_s <= 0 or not 0 <= headroom < 1:
             raise ValueError("budget and window_s must be positive and headroom in [0, 1)")
         self.budget = budget
@@ -168,6 +170,7 @@ class WeightLimiter:
         self.rate_per_s = usable / window_s
         self.accounting = WeightAccounting()
         self._clock = clock
+        self._sleep = sleep
         self._lock = threading.Lock()
         self._tokens = self.burst
         self._at = clock()
@@ -200,11 +203,15 @@ class WeightLimiter:
             delay = max(send_at, self._paused_until_now()) - self._clock()
             if delay <= 0:
                 return self._clock() - now
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
     def _paused_until_now(self) -> float:
         with self._lock:
             return self._paused_until
+
+    def pause_remaining_s(self) -> float:
+        """Seconds left of a server-imposed pause (0 when none)."""
+        return max(0.0, self._paused_until_now() - self._clock())
 
     def pause_for(self, seconds: float) -> None:
         """Hold every caller for `seconds` (the server answered 429/418 with Retry-After)."""
@@ -247,7 +254,7 @@ def backoff_delay_s(
 ) -> float:
     """Seconds to wait before retry number `attempt` (1-based): exponential with jitter in [0.5, 1.0] of
     the step, never less than the server's Retry-After."""
-    step = min(max_delay_s, base_delay_s * 2 ** (attempt - 1))
+    step = min(max_delay_s, base_delay_s * 2.0 ** (attempt - 1))
     delay = step * random.uniform(0.5, 1.0)
     if retry_after_s is not None:
         delay = max(delay, retry_after_s)

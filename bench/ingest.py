@@ -8,7 +8,7 @@ from sqlalchemy import Engine, text
 
 from bench.common import candle_frame, scratch_engine, timed
 from db.candles import _copy_groups, read_candles, read_windows, upsert_candles
-from domain.candles import validate_frame
+from domain.candles import validate_candles
 
 SYMBOLS, PER_SYMBOL = 20, 50_000
 NOW_MS = 1_800_000_000_000
@@ -29,11 +29,20 @@ def _raw_copy(engine: Engine, frame: pl.DataFrame) -> None:
         _copy_groups(conn, "candles_raw", groups, ("binance", "1m"))
 
 
+def _validate(frame: pl.DataFrame) -> pl.DataFrame:
+    """Validate each series (a batch is one series) and gather the accepted candles with their symbol."""
+    accepted = []
+    for (symbol,), series in frame.group_by("symbol", maintain_order=True):
+        result = validate_candles(series.drop("symbol"), timeframe="1m", now_ms=NOW_MS)
+        accepted.append(result.accepted.with_columns(pl.lit(symbol, pl.String).alias("symbol")))
+    return pl.concat(accepted)
+
+
 def _validate_and_ingest(engine: Engine, frame: pl.DataFrame) -> int:
-    result = validate_frame(frame, timeframe="1m", now_ms=NOW_MS)
+    accepted = _validate(frame)
     with engine.begin() as conn:
-        counts = upsert_candles(conn, result.accepted, exchange="binance", timeframe="1m")
-    return counts.inserted
+        counts = upsert_candles(conn, accepted, exchange="binance", timeframe="1m")
+    return counts.inserted + counts.duplicates
 
 
 def main() -> None:
@@ -41,12 +50,17 @@ def main() -> None:
     n = frame.height
     with scratch_engine() as engine:
         best_raw = best_ours = best_validate = best_reingest = float("inf")
-        for _ in range(2):
+        for round_ in range(4):
             _reset(engine)
-            raw_s, _ = timed(lambda: _raw_copy(engine, frame))
-            ours_s, inserted = timed(lambda: _validate_and_ingest(engine, frame))
+            # Alternate which goes first: the second writer of a round pays for the first one's checkpoint.
+            if round_ % 2:
+                ours_s, inserted = timed(lambda: _validate_and_ingest(engine, frame))
+                raw_s, _ = timed(lambda: _raw_copy(engine, frame))
+            else:
+                raw_s, _ = timed(lambda: _raw_copy(engine, frame))
+                ours_s, inserted = timed(lambda: _validate_and_ingest(engine, frame))
             assert inserted == n, f"expected {n} inserted, got {inserted}"
-            validate_s, _ = timed(lambda: validate_frame(frame, timeframe="1m", now_ms=NOW_MS))
+            validate_s, _ = timed(lambda: _validate(frame))
             reingest_s, _ = timed(lambda: _validate_and_ingest(engine, frame))
             best_raw, best_ours = min(best_raw, raw_s), min(best_ours, ours_s)
             best_validate, best_reingest = min(best_validate, validate_s), min(best_reingest, reingest_s)

@@ -75,7 +75,8 @@ def _check_frame(frame: pl.DataFrame) -> pl.DataFrame:
         pl.col("ts").cast(pl.Int64),
         *(pl.col(c).cast(pl.Float64) for c in PRICE_COLUMNS),
     )
-    if frame.select(pl.struct("symbol", "ts").is_duplicated().any()).item():
+    per_symbol = frame.group_by("symbol").agg(unique=pl.col("ts").n_unique(), rows=pl.len())
+    if per_symbol.filter(pl.col("unique") != pl.col("rows")).height:
         raise InvalidDataError("candle batch holds the same (symbol, ts) twice: validate it first")
     return frame
 
@@ -134,7 +135,8 @@ def upsert_candles(
 
     fresh = [s for s in received if s not in overlapping]
     if fresh:
-        groups = [(s, frame.filter(pl.col("symbol") == s)) for s in fresh]
+        parts = frame.partition_by("symbol", as_dict=True)
+        groups = [(s, parts[(s,)]) for s in fresh]
         savepoint = conn.begin_nested()
         try:
             _copy_groups(conn, "candles", groups, (exchange, timeframe))

@@ -21,8 +21,12 @@ evaluation happens per closed candle of the signal timeframe (tens a day per sym
 
 Continuous aggregates are real-time (``materialized_only = false``): rows newer than the last refresh are
 aggregated on read, so a read never misses fresh candles. Rows written *below* the refresh watermark (late
-corrections, backfills of history) show in the aggregate only after a refresh of that range: the refresh
-policy covers the last `REFRESH_WINDOW`; after backfilling older history call `refresh_aggregates`.
+corrections, backfills of history) show at the next policy run (at most an hour), or at once after
+`refresh_aggregates`. The policies refresh with no lower bound (``start_offset => NULL``); Timescale only
+re-materializes invalidated ranges, so a run costs what changed, and a backfill of any age is picked up
+(measured: with a 7-day bound, history backfilled 50 days back never reached the aggregate). The price:
+dropping raw chunks also invalidates their range, so after retention the derived candles of that range go
+too at the next refresh (measured), exactly as the plain views lose them after the DELETE.
 
 Creating a continuous aggregate ``WITH NO DATA`` works inside a transaction, so every statement here runs in
 the migration's transaction (measured on TimescaleDB 2.23). Only refreshing needs a connection outside a
@@ -48,8 +52,6 @@ CANDLES_CHUNK_INTERVAL: Final = timedelta(days=1)
 SIGNALS_CHUNK_INTERVAL: Final = timedelta(days=7)
 # Chunks entirely older than this are compressed: late corrections inside a week stay cheap row updates.
 COMPRESS_AFTER: Final = timedelta(days=7)
-# How far back the refresh policies re-materialize invalidated buckets; retention must reach further back.
-REFRESH_WINDOW: Final = timedelta(days=7)
 # Timescale's default time_bucket origin for intervals without months; date_bin needs it spelled out.
 BUCKET_ORIGIN: Final = "2000-01-03 00:00:00+00"
 SOURCE_TIMEFRAME: Final = "1m"
@@ -337,10 +339,10 @@ def apply_timescale(conn: Connection) -> StorageMode:
         conn.execute(
             text(
                 "SELECT add_continuous_aggregate_policy(CAST(:v AS regclass), "
-                "start_offset => CAST(:start AS interval), end_offset => CAST(:width AS interval), "
+                "start_offset => NULL, end_offset => CAST(:width AS interval), "
                 "schedule_interval => CAST(:every AS interval), if_not_exists => true)"
             ),
-            {"v": aggregate_view(timeframe), "start": REFRESH_WINDOW, "width": width, "every": schedule},
+            {"v": aggregate_view(timeframe), "width": width, "every": schedule},
         )
     return StorageMode.TIMESCALE
 
@@ -490,8 +492,8 @@ def refresh_aggregates(conn: Connection, start: datetime | None = None, end: dat
     """Materialize every continuous aggregate over [start, end) (None: unbounded). No-op without them.
 
     Needs a connection with no open transaction; it switches it to AUTOCOMMIT for the call, because
-    Timescale refuses to refresh inside a transaction block. Call after backfilling history older than
-    `REFRESH_WINDOW`. Returns the aggregates refreshed.
+    Timescale refuses to refresh inside a transaction block. Call after a backfill or correction that must
+    show in aggregates before the next policy run. Returns the aggregates refreshed.
     """
     if conn.in_transaction():
         raise InvalidDataError(
@@ -509,6 +511,7 @@ def refresh_aggregates(conn: Connection, start: datetime | None = None, end: dat
                 {"v": aggregate_view(timeframe), "start": start, "end": end},
             )
     finally:
+        conn.commit()  # ends SQLAlchemy's autobegun (empty, AUTOCOMMIT) transaction so the level can change
         conn.execution_options(isolation_level=conn.default_isolation_level)
     return [aggregate_view(tf) for tf in AGGREGATES]
 
@@ -520,15 +523,11 @@ def apply_retention(conn: Connection, older_than: timedelta, *, now: datetime | 
     """Remove candles older than `now - older_than` (`now` defaults to the server clock).
 
     Timescale: drops whole chunks entirely older than the cutoff, and under the community license also
-    (re)schedules a retention policy with the same horizon. Plain: an exact DELETE. Continuous aggregates keep
-    their buckets for the dropped range, so `older_than` must exceed `REFRESH_WINDOW` (a refresh over dropped
-    raw data would empty those buckets).
+    (re)schedules a retention policy with the same horizon. Plain: an exact DELETE. Either way the derived
+    higher-timeframe candles of the removed range go too (continuous aggregates at their next refresh).
     """
-    if older_than <= REFRESH_WINDOW:
-        raise ConfigurationError(
-            f"retention of {older_than} would drop candles the aggregate refresh still reads "
-            f"(last {REFRESH_WINDOW}); choose a longer horizon"
-        )
+    if older_than <= timedelta(0):
+        raise ConfigurationError(f"retention horizon must be positive, not {older_than}")
     cutoff = conn.execute(
         text("SELECT COALESCE(CAST(:now AS timestamptz), now()) - CAST(:age AS interval)"),
         {"now": now, "age": older_than},

@@ -1,36 +1,43 @@
 """The candle schema, ccxt rows -> frame, and vectorised validation of a batch (accepted / rejected).
 
-Series identity. A batch belongs to ONE series: exchange, symbol and timeframe travel as arguments, not as
-columns, because every row of a page shares them and validation needs only the timeframe. Where a consumer
-needs them as columns (a COPY into the candles table, a quarantine insert), `with_series` adds them.
+Series identity. Exchange and timeframe are ARGUMENTS (a batch always comes from one exchange and one
+timeframe; validation needs the timeframe). The symbol is an OPTIONAL COLUMN: a frame without ``symbol`` is
+one series (a ccxt page); a frame with a ``symbol`` String column holds several series and every per-series
+rule (duplicates, order, ATR) runs per symbol, vectorised, with ``symbol`` kept as the first column of every
+output. `with_series` adds exchange/timeframe (and a fixed symbol) as columns where a COPY needs them.
 
 Frames (all timestamps are integer milliseconds since the epoch, UTC, marking the candle open):
 
-- ``CANDLE_SCHEMA``: ts Int64, open/high/low/close/volume Float64. What validation accepts, sorted by ts with
-  unique ts.
+- ``CANDLE_SCHEMA``: ts Int64, open/high/low/close/volume Float64. `accepted` has these (after ``symbol``
+  when present), sorted by (symbol,) ts, with unique (symbol,) ts.
 - ``RECEIVED_SCHEMA``: the candle columns (nullable: a value that did not parse is null) plus ``row_index``
   (0-based position in the received batch), ``raw`` (the row as received, QuarantinePayload JSON, only where
   the typed columns cannot reproduce it, else null), ``parse_error`` / ``parse_detail`` (a ReasonCode value
-  and text for rows that did not even parse). `parse_ccxt_rows` produces it; `validate_candles` also takes a
+  and text for rows that did not even parse). `parse_ccxt_rows` produces it; `validate_frame` also takes a
   plain candle frame.
-- ``REJECTED_SCHEMA``: row_index, the candle columns as parsed, ``reason`` (ReasonCode value), ``detail`` and
-  ``raw`` (always set: QuarantinePayload JSON of the row as received, ready for the JSONB column).
-- ``FLAGGED_SCHEMA``: row_index, ts, reason, detail of accepted candles that carry a warning (price jumps).
+- ``REJECTED_SCHEMA``: row_index, (symbol,) the candle columns as parsed, ``reason`` (ReasonCode value),
+  ``detail``, and ``raw`` (always set: QuarantinePayload JSON of the row as received, for the JSONB column).
+- ``FLAGGED_SCHEMA``: row_index, (symbol,) ts, reason, detail of ACCEPTED candles carrying a warning.
+- ``PER_SYMBOL_SCHEMA``: symbol (null for a one-series batch), received, accepted, rejected, flagged,
+  duplicates: the data-quality counts per symbol.
 
 Rules, in precedence order (a row gets the first reason that applies; the detail names the others):
 SCHEMA, TYPE, NOT_FINITE, NON_POSITIVE_PRICE, NEGATIVE_VOLUME, HIGH_BELOW_LOW, HIGH_BELOW_OPEN_CLOSE,
 LOW_ABOVE_OPEN_CLOSE, MISALIGNED_TS, FUTURE_TS (ts > now), OPEN_CANDLE (ts <= now < ts + timeframe), then
 over the rows that passed: identical rows with the same ts are one candle (the extra copies are counted in
 ``duplicates_in_batch``, not rejected); distinct rows sharing a ts are all quarantined as
-CONFLICTING_DUPLICATE (nothing says which is right; the gap is refetched later).
+CONFLICTING_DUPLICATE (nothing says which is right; the candle is refetched later as a gap).
+Out-of-order rows are fine: the output is sorted.
 
 Price jumps. A candle whose true range (vs the previous close) exceeds ``jump_atr_multiple`` x the mean true
 range of the ``atr_period`` candles before it, scaled by sqrt(bars elapsed) across holes, and also exceeds
 ``min_jump_fraction`` of the previous close, gets PRICE_JUMP. By default it is ACCEPTED and listed in
 ``flagged``: real markets gap and flash-crash, and losing a real candle is worse than storing a suspicious
-one that stays visible. ``quarantine_jumps=True`` rejects it instead. The ATR uses the batch plus optional
-``context`` candles (the stored candles just before the batch), so the first candles of a page are judged
-too. Invariant, for any batch: received = len(accepted) + duplicates_in_batch + len(rejected).
+one that stays visible. ``quarantine_jumps=True`` rejects it instead (then the candle after a one-bar spike
+is judged against the spike's close and may be flagged too). The ATR uses the batch plus optional
+``context`` candles (stored candles just before the batch), so the first candles of a page are judged too.
+
+Invariant, for any batch: received = len(accepted) + duplicates_in_batch + len(rejected).
 """
 
 from __future__ import annotations
@@ -56,14 +63,16 @@ __all__ = [
     "DEFAULT_JUMP_ATR_MULTIPLE",
     "DEFAULT_MIN_JUMP_FRACTION",
     "FLAGGED_SCHEMA",
+    "PER_SYMBOL_SCHEMA",
     "RECEIVED_SCHEMA",
     "REJECTED_SCHEMA",
+    "SYMBOL",
     "QuarantinePayload",
     "ReasonCode",
     "ValidationResult",
     "empty_candles",
     "parse_ccxt_rows",
-    "validate_candles",
+    "validate_frame",
     "validate_rows",
     "with_series",
 ]
@@ -90,6 +99,11 @@ REJECTED_SCHEMA: Final = pl.Schema(
     [("row_index", pl.Int64()), *_CANDLE_FIELDS, ("reason", _TEXT), ("detail", _TEXT), ("raw", _TEXT)]
 )
 FLAGGED_SCHEMA: Final = pl.Schema([("row_index", pl.Int64()), ("ts", pl.Int64()), ("reason", _TEXT), ("detail", _TEXT)])
+PER_SYMBOL_SCHEMA: Final = pl.Schema(
+    [("symbol", _TEXT), *((n, pl.Int64()) for n in ("received", "accepted", "rejected", "flagged", "duplicates"))]
+)
+#: The optional series column of a multi-symbol batch.
+SYMBOL: Final = "symbol"
 
 #: A candle's true range may be this many times the mean true range of the candles before it (per
 #: sqrt(bar) across holes) before it is flagged. Measured on the real candles in ../shared/data/candles
@@ -154,10 +168,11 @@ def _json_scalar(value: object) -> RawScalar:
 
 @dataclass(frozen=True, slots=True)
 class ValidationResult:
-    """Outcome of validating one batch of one series.
+    """Outcome of validating one batch (see the module docstring for the frame schemas).
 
-    accepted: CANDLE_SCHEMA, sorted by ts, unique ts. rejected: REJECTED_SCHEMA, in received order.
-    flagged: FLAGGED_SCHEMA, accepted candles with a warning. counts: rejected rows per reason.
+    accepted: (symbol,) CANDLE_SCHEMA, sorted, unique (symbol,) ts. rejected: REJECTED_SCHEMA, in received
+    order. flagged: FLAGGED_SCHEMA, accepted candles with a warning. duplicates_in_batch: identical extra
+    copies dropped. counts: rejected rows per reason. per_symbol: PER_SYMBOL_SCHEMA.
     """
 
     received: int
@@ -166,6 +181,7 @@ class ValidationResult:
     flagged: pl.DataFrame
     duplicates_in_batch: int
     counts: Mapping[ReasonCode, int]
+    per_symbol: pl.DataFrame
 
     def __post_init__(self) -> None:
         # A broken invariant means rows were lost or invented: fail loudly rather than store it.
@@ -184,13 +200,17 @@ def empty_candles() -> pl.DataFrame:
     return pl.DataFrame(schema=CANDLE_SCHEMA)
 
 
-def with_series(frame: pl.DataFrame, *, exchange: str, symbol: str, timeframe: str) -> pl.DataFrame:
-    """Prepend the series identity as String columns exchange, symbol, timeframe (e.g. for a COPY)."""
+def with_series(frame: pl.DataFrame, *, exchange: str, timeframe: str, symbol: str | None = None) -> pl.DataFrame:
+    """Prepend exchange, symbol, timeframe String columns (e.g. for a COPY). Without `symbol` the frame must
+    already have a ``symbol`` column."""
+    if symbol is None and SYMBOL not in frame.columns:
+        raise InvalidDataError("with_series needs a symbol argument or a symbol column")
+    sym = pl.lit(symbol, pl.String) if symbol is not None else pl.col(SYMBOL)
     return frame.select(
         pl.lit(exchange, pl.String).alias("exchange"),
-        pl.lit(symbol, pl.String).alias("symbol"),
+        sym.alias(SYMBOL),
         pl.lit(timeframe, pl.String).alias("timeframe"),
-        pl.all(),
+        pl.exclude(SYMBOL),
     )
 
 
@@ -383,8 +403,8 @@ def validate_rows(
     min_jump_fraction: float = DEFAULT_MIN_JUMP_FRACTION,
     quarantine_jumps: bool = False,
 ) -> ValidationResult:
-    """`parse_ccxt_rows` then `validate_candles` (see there)."""
-    return validate_candles(
+    """`parse_ccxt_rows` then `validate_frame` (see there): one page of one series."""
+    return validate_frame(
         parse_ccxt_rows(rows),
         timeframe=timeframe,
         now_ms=now_ms,
@@ -396,7 +416,7 @@ def validate_rows(
     )
 
 
-def validate_candles(
+def validate_frame(
     candles: pl.DataFrame,
     *,
     timeframe: str,
@@ -407,42 +427,48 @@ def validate_candles(
     min_jump_fraction: float = DEFAULT_MIN_JUMP_FRACTION,
     quarantine_jumps: bool = False,
 ) -> ValidationResult:
-    """Validate one batch of one series; every received row ends up accepted, duplicate or rejected.
+    """Validate a batch; every received row ends up accepted, an in-batch duplicate, or rejected.
 
-    candles: CANDLE_SCHEMA or RECEIVED_SCHEMA columns (other numeric/string dtypes are cast; values that do
-    not cast are TYPE rejects). timeframe: ccxt spelling ("1m"). now_ms: the current time, epoch ms.
-    context: stored candles just before the batch (CANDLE_SCHEMA), only used for the ATR of price jumps.
+    candles: CANDLE_SCHEMA or RECEIVED_SCHEMA columns, optionally with a ``symbol`` column (then each symbol
+    is its own series: duplicates, sorting and ATR are per symbol, and the outputs keep ``symbol`` first).
+    Other numeric/string dtypes are cast; values that do not cast are TYPE rejects. timeframe: ccxt
+    spelling ("1m"). now_ms: the current time, epoch ms. context: stored candles just before the batch
+    (CANDLE_SCHEMA, plus ``symbol`` when the batch has it), only used for the ATR of price jumps.
     jump_atr_multiple, atr_period, min_jump_fraction, quarantine_jumps: see the module docstring.
     Raises InvalidDataError when the frame lacks a candle column or the timeframe is unknown.
     """
     step = timeframe_ms(timeframe)
-    if atr_period < 1 or jump_atr_multiple <= 0:
-        raise InvalidDataError("atr_period must be >= 1 and jump_atr_multiple > 0")
-    received = _normalise(candles)
-    checks = _row_checks(step, now_ms)
+    if atr_period < 1 or jump_atr_multiple <= 0 or min_jump_fraction < 0:
+        raise InvalidDataError("need atr_period >= 1, jump_atr_multiple > 0 and min_jump_fraction >= 0")
+    keys = [SYMBOL] if SYMBOL in candles.columns else []
+    received = _normalise(candles, keys)
+    checks = _row_checks(step, now_ms, keys)
     reason = pl.lit(None, pl.String)
     for code, failed in reversed(checks):
         reason = pl.when(failed).then(pl.lit(code.value)).otherwise(reason)
     checked = received.with_columns(reason.alias("reason"))
     bad = checked.filter(pl.col("reason").is_not_null())
-    good = checked.filter(pl.col("reason").is_null()).select("row_index", *CANDLE_COLUMNS).sort("ts")
+    good = checked.filter(pl.col("reason").is_null()).select("row_index", *keys, *CANDLE_COLUMNS).sort([*keys, "ts"])
 
-    duplicates, conflicting, good = _split_duplicates(good)
-    flags = _price_jumps(good, context, step, jump_atr_multiple, atr_period, min_jump_fraction)
-    jumped = good.join(flags, on="row_index", how="semi") if quarantine_jumps else good.clear()
+    duplicates, conflicting, good = _split_duplicates(good, keys)
+    flags = _price_jumps(good, context, keys, step, jump_atr_multiple, atr_period, min_jump_fraction)
+    jumped = good.clear().with_columns(
+        pl.lit(None, pl.String).alias("reason"), pl.lit(None, pl.String).alias("detail")
+    )
     if quarantine_jumps and flags.height:
+        jumped = good.join(flags.select("row_index", "reason", "detail"), on="row_index")
         good = good.join(flags, on="row_index", how="anti")
+        flags = flags.clear()
 
+    columns = ["row_index", *keys, *CANDLE_COLUMNS, "reason", "detail"]
     rejected = pl.concat(
         [
-            _explain_row_failures(bad, checks, step),
+            _explain_row_failures(bad, checks, step).select(columns),
             conflicting.with_columns(
                 pl.lit(ReasonCode.CONFLICTING_DUPLICATE.value).alias("reason"),
-                _fmt("{} different candles with this ts in one batch", pl.len().over("ts")).alias("detail"),
-            ).select(*REJECTED_SCHEMA.names()[:-1]),
-            jumped.join(flags.select("row_index", "reason", "detail"), on="row_index").select(
-                *REJECTED_SCHEMA.names()[:-1]
-            ),
+                _fmt("{} different candles with this ts in one batch", pl.len().over([*keys, "ts"])).alias("detail"),
+            ).select(columns),
+            jumped.select(columns),
         ],
         how="vertical",
     )
@@ -450,38 +476,72 @@ def validate_candles(
         rejected.join(received.select("row_index", "raw"), on="row_index", how="left")
         .with_columns(pl.coalesce("raw", _payload_json()).alias("raw"))
         .sort("row_index")
-        .select(REJECTED_SCHEMA.names())
     )
-    counts = {ReasonCode(code): int(count) for code, count in rejected.group_by("reason").len().iter_rows()}
+    counts = {ReasonCode(code): int(n) for code, n in rejected.group_by("reason").len().sort("reason").iter_rows()}
+    accepted = good.select(*keys, *CANDLE_COLUMNS)
     return ValidationResult(
         received=received.height,
-        accepted=good.select(CANDLE_COLUMNS),
+        accepted=accepted,
         rejected=rejected,
-        flagged=flags if not quarantine_jumps else flags.clear(),
+        flagged=flags,
         duplicates_in_batch=duplicates,
         counts=counts,
+        per_symbol=_per_symbol(received, accepted, rejected, flags, keys),
     )
 
 
-def _normalise(candles: pl.DataFrame) -> pl.DataFrame:
-    """Any accepted input shape -> RECEIVED_SCHEMA, casting what can be cast and noting what cannot."""
+def _per_symbol(
+    received: pl.DataFrame,
+    accepted: pl.DataFrame,
+    rejected: pl.DataFrame,
+    flags: pl.DataFrame,
+    keys: list[str],
+) -> pl.DataFrame:
+    """PER_SYMBOL_SCHEMA: the batch's counts per symbol (duplicates follow from the invariant)."""
+    if not keys:
+        totals = pl.DataFrame(
+            {
+                SYMBOL: [None],
+                "received": [received.height],
+                "accepted": [accepted.height],
+                "rejected": [rejected.height],
+                "flagged": [flags.height],
+            },
+            schema_overrides={SYMBOL: pl.String},
+        )
+    else:
+        totals = received.group_by(SYMBOL).len("received")
+        for name, frame in (("accepted", accepted), ("rejected", rejected), ("flagged", flags)):
+            totals = totals.join(frame.group_by(SYMBOL).len(name), on=SYMBOL, how="left", nulls_equal=True)
+    return (
+        totals.with_columns(pl.col("received", "accepted", "rejected", "flagged").fill_null(0).cast(pl.Int64))
+        .with_columns((pl.col("received") - pl.col("accepted") - pl.col("rejected")).alias("duplicates"))
+        .select(PER_SYMBOL_SCHEMA.names())
+        .sort(SYMBOL, nulls_last=True)
+    )
+
+
+def _normalise(candles: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Any accepted input shape -> RECEIVED_SCHEMA (+ symbol), casting what can be cast, noting what cannot."""
     missing = [c for c in CANDLE_COLUMNS if c not in candles.columns]
     if missing:
         raise InvalidDataError(f"candle frame lacks column(s) {missing}; has {candles.columns}")
-    if all(candles.schema.get(name) == dtype for name, dtype in RECEIVED_SCHEMA.items()):
-        return candles.select(RECEIVED_SCHEMA.names())
     frame = candles
     if "row_index" not in frame.columns:
         frame = frame.with_row_index("row_index")
     for name in ("raw", "parse_error", "parse_detail"):
         if name not in frame.columns:
             frame = frame.with_columns(pl.lit(None, pl.String).alias(name))
+    if keys and frame.schema[SYMBOL] != pl.String:
+        frame = frame.with_columns(pl.col(SYMBOL).cast(pl.String))
     if all(frame.schema[name] == dtype for name, dtype in CANDLE_SCHEMA.items()):
-        return frame.select(pl.col(name).cast(dtype) for name, dtype in RECEIVED_SCHEMA.items())
-    return _coerce(frame)
+        return frame.select(
+            pl.col("row_index").cast(pl.Int64), *keys, *CANDLE_COLUMNS, "raw", "parse_error", "parse_detail"
+        )
+    return _coerce(frame, keys)
 
 
-def _coerce(frame: pl.DataFrame) -> pl.DataFrame:
+def _coerce(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Cast candle columns of foreign dtypes; values that do not cast become TYPE parse errors."""
     casts: list[pl.Expr] = []
     lost: list[pl.Expr] = []
@@ -503,6 +563,7 @@ def _coerce(frame: pl.DataFrame) -> pl.DataFrame:
     raw_row = pl.concat_str([pl.lit('{"row":['), *_quoted_strings(CANDLE_COLUMNS), pl.lit("]}")], separator="")
     return frame.select(
         pl.col("row_index").cast(pl.Int64),
+        *keys,
         *casts,
         pl.when(lost_any & pl.col("raw").is_null()).then(raw_row).otherwise(pl.col("raw")).alias("raw"),
         pl.when(lost_any & pl.col("parse_error").is_null())
@@ -528,7 +589,7 @@ def _quoted_strings(names: Sequence[str]) -> list[pl.Expr]:
     return parts
 
 
-def _row_checks(step: int, now_ms: int) -> list[tuple[ReasonCode, pl.Expr]]:
+def _row_checks(step: int, now_ms: int, keys: list[str]) -> list[tuple[ReasonCode, pl.Expr]]:
     """(reason, failed) per row-level rule, in precedence order. Nulls only survive the TYPE rule."""
     o, h, low, c, v, ts = (pl.col(n) for n in ("open", "high", "low", "close", "volume", "ts"))
     parse_error = pl.col("parse_error")
@@ -536,7 +597,8 @@ def _row_checks(step: int, now_ms: int) -> list[tuple[ReasonCode, pl.Expr]]:
         (ReasonCode.SCHEMA, parse_error == ReasonCode.SCHEMA.value),
         (
             ReasonCode.TYPE,
-            (parse_error == ReasonCode.TYPE.value) | pl.any_horizontal(pl.col(n).is_null() for n in CANDLE_COLUMNS),
+            (parse_error == ReasonCode.TYPE.value)
+            | pl.any_horizontal(pl.col(n).is_null() for n in [*keys, *CANDLE_COLUMNS]),
         ),
         (
             ReasonCode.NOT_FINITE,
@@ -597,65 +659,84 @@ def _explain_row_failures(bad: pl.DataFrame, checks: list[tuple[ReasonCode, pl.E
     )
     return bad.with_columns(
         pl.when(~unsound & (others != "")).then(_fmt("{}; also {}", detail, others)).otherwise(detail).alias("detail")
-    ).select(*REJECTED_SCHEMA.names()[:-1])
+    )
 
 
-def _split_duplicates(good: pl.DataFrame) -> tuple[int, pl.DataFrame, pl.DataFrame]:
-    """(identical extra copies, conflicting rows, unique rows) of rows sorted by ts.
+def _split_duplicates(good: pl.DataFrame, keys: list[str]) -> tuple[int, pl.DataFrame, pl.DataFrame]:
+    """(identical extra copies, conflicting rows, unique rows) of rows sorted by (symbol,) ts.
 
-    Most batches have no repeated ts at all; that is checked in one pass before any grouping.
+    Most batches have no repeated ts at all; that is checked in one pass over the sorted rows first.
     """
-    repeated = pl.col("ts").is_duplicated()
-    if good.height < 2 or not bool((good["ts"].diff() == 0).any()):
+    same = pl.col("ts").diff() == 0
+    for key in keys:
+        same = same & (pl.col(key) == pl.col(key).shift(1))
+    if good.height < 2 or not good.select(same.any()).item():
         return 0, good.clear(), good
+    repeated = pl.len().over([*keys, "ts"]) > 1
     clash = good.filter(repeated)
-    rest = good.filter(~repeated)
-    distinct = clash.unique(subset=list(CANDLE_COLUMNS), keep="first")
-    duplicates = clash.height - distinct.height
-    conflicting = distinct.filter(repeated)
-    unique = pl.concat([rest, distinct.filter(~repeated)]).sort("ts")
-    return duplicates, conflicting.sort("row_index"), unique
+    distinct = clash.unique(subset=[*keys, *CANDLE_COLUMNS], keep="first")
+    unique = pl.concat([good.filter(~repeated), distinct.filter(~repeated)]).sort([*keys, "ts"])
+    return clash.height - distinct.height, distinct.filter(repeated), unique
 
 
 def _price_jumps(
     good: pl.DataFrame,
     context: pl.DataFrame | None,
+    keys: list[str],
     step: int,
     multiple: float,
     period: int,
     min_fraction: float,
 ) -> pl.DataFrame:
-    """FLAGGED_SCHEMA rows for candles whose true range is far beyond the ATR before them."""
+    """FLAGGED rows for candles whose true range is far beyond the ATR before them (good is sorted)."""
+    flagged_columns = ["row_index", *keys, "ts", "reason", "detail"]
     if good.height == 0:
-        return pl.DataFrame(schema=FLAGGED_SCHEMA)
-    series = good.select("row_index", *CANDLE_COLUMNS)
-    if context is not None and context.height:
-        first_ts = good["ts"][0]
-        tail = (
-            context.select(pl.col(n).cast(t) for n, t in CANDLE_SCHEMA.items())
-            .filter(pl.col("ts") < first_ts)
-            .sort("ts")
-            .tail(period + 1)
-            .select(pl.lit(None, pl.Int64).alias("row_index"), *CANDLE_COLUMNS)
+        return good.select("row_index", *keys, "ts").with_columns(
+            pl.lit(None, pl.String).alias("reason"), pl.lit(None, pl.String).alias("detail")
         )
-        series = pl.concat([tail, series])
-    prev_close = pl.col("close").shift(1)
+    series = good
+    if context is not None and context.height:
+        missing = [c for c in (*keys, *CANDLE_COLUMNS) if c not in context.columns]
+        if missing:
+            raise InvalidDataError(f"context candles lack column(s) {missing}")
+        first = good.group_by(keys).agg(pl.col("ts").min().alias("first_ts")) if keys else None
+        tail = context.select(*keys, *(pl.col(n).cast(t) for n, t in CANDLE_SCHEMA.items()))
+        if first is None:
+            tail = tail.filter(pl.col("ts") < good["ts"].min()).sort("ts").tail(period + 1)
+        else:
+            tail = (
+                tail.join(first, on=keys)
+                .filter(pl.col("ts") < pl.col("first_ts"))
+                .sort([*keys, "ts"])
+                .group_by(keys, maintain_order=True)
+                .tail(period + 1)
+            )
+        series = pl.concat(
+            [tail.select(pl.lit(None, pl.Int64).alias("row_index"), *keys, *CANDLE_COLUMNS), series]
+        ).sort([*keys, "ts"])
+
+    def per_series(expr: pl.Expr) -> pl.Expr:
+        return expr.over(keys) if keys else expr
+
+    prev_close = per_series(pl.col("close").shift(1))
     true_range = pl.max_horizontal(
         pl.col("high") - pl.col("low"),
         (pl.col("high") - prev_close).abs(),
         (pl.col("low") - prev_close).abs(),
     )
     # Across a hole of n bars a random walk moves ~sqrt(n) times as far as in one bar.
-    bars = ((pl.col("ts") - pl.col("ts").shift(1)) // step).clip(lower_bound=1).cast(pl.Float64)
-    atr_before = pl.col("tr").rolling_mean(period, min_samples=period).shift(1)
-    limit = pl.max_horizontal(multiple * atr_before * bars.sqrt(), min_fraction * prev_close)
-    scored = series.with_columns(true_range.alias("tr")).with_columns(atr_before.alias("atr"), limit.alias("limit"))
+    bars = (per_series(pl.col("ts").diff()) // step).clip(lower_bound=1).cast(pl.Float64)
+    atr_before = per_series(pl.col("tr").rolling_mean(period, min_samples=period).shift(1))
+    limit = pl.max_horizontal(multiple * pl.col("atr") * bars.sqrt(), min_fraction * prev_close)
+    scored = (
+        series.with_columns(true_range.alias("tr"))
+        .with_columns(atr_before.alias("atr"))
+        .with_columns(limit.alias("limit"))
+    )
     jumps = scored.filter(
         pl.col("row_index").is_not_null() & pl.col("atr").is_not_null() & (pl.col("tr") > pl.col("limit"))
     )
-    return jumps.select(
-        "row_index",
-        "ts",
+    return jumps.with_columns(
         pl.lit(ReasonCode.PRICE_JUMP.value).alias("reason"),
         _fmt(
             f"true range {{}} is {{}}x ATR({period}) {{}} (limit {{}})",
@@ -664,7 +745,7 @@ def _price_jumps(
             pl.col("atr"),
             pl.col("limit"),
         ).alias("detail"),
-    )
+    ).select(flagged_columns)
 
 
 def _json_number(name: str) -> pl.Expr:

@@ -145,7 +145,7 @@ def fib_tolerance(close: FloatArray, zone_half_width: FloatArray, config: Condit
     if not config.use_atr_zone:
         return cap
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.fmin(zone_half_width / close, cap)
+        return np.asarray(np.fmin(zone_half_width / close, cap), dtype=np.float64)
 
 
 def market_condition_flags(
@@ -251,6 +251,8 @@ def _market_results(snapshot: MarketSnapshot, config: ConditionConfig) -> list[C
     rsi_limit = config.rsi_long_max if s.direction > 0 else config.rsi_short_min
     rsi_rule = f"<= {rsi_limit:g}" if s.direction > 0 else f">= {rsi_limit:g}"
     order = ">" if s.direction > 0 else "<"
+    # The smaller of the two EMA gaps in the trade's direction (price units): > 0 means properly stacked.
+    ema_margin = min(s.direction * (s.ema_fast - s.ema_mid), s.direction * (s.ema_mid - s.ema_slow))
     ema_text = f"EMA {s.ema_fast:.6g} / {s.ema_mid:.6g} / {s.ema_slow:.6g}"
     return [
         ConditionResult(
@@ -271,11 +273,11 @@ def _market_results(snapshot: MarketSnapshot, config: ConditionConfig) -> list[C
         ConditionResult(
             "ema_alignment",
             ok["ema_alignment"],
-            s.ema_fast - s.ema_mid,
+            ema_margin,
             0.0,
-            f"{ema_text} {'in' if ok['ema_alignment'] else 'not in'} {order} order for a {side} (EMA disorder)"
-            if not ok["ema_alignment"]
-            else f"{ema_text} in {order} order for a {side}",
+            f"{ema_text} in {order} order for a {side}"
+            if ok["ema_alignment"]
+            else f"{ema_text} not in {order} order for a {side} (EMA disorder)",
         ),
         ConditionResult(
             "volume",

@@ -662,7 +662,7 @@ def simulate_trades(
             pl.Series("tp1_quantity", np.where(tp1_present, q1, 0.0)),
             idx_col("exit_idx", exit_idx, closed),
             idx_col("exit_ts_ms", bars.ts_ms[np.maximum(exit_idx, 0)], closed),
-            pl.Series("exit_kind", exit_kind, dtype=pl.String),
+            pl.Series("exit_kind", exit_kind.tolist(), dtype=pl.String),
             pl.Series("exit_price", np.where(closed, exit_px, np.nan)),
             pl.Series("gross_pnl", gross),
             pl.Series("fees", fees),

@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,20 +40,14 @@ import numpy as np
 import polars as pl
 import pytest
 
+from adapters.exchange import OHLCV_SCHEMA
 from adapters.rate_limit import BINANCE_SPOT_WEIGHT_BUDGET, BINANCE_SPOT_WEIGHTS, WeightTable
 from domain.timeframes import timeframe_ms
 
 KLINE_INTERVALS = frozenset(
     {"1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"}
 )
-CANDLE_SCHEMA = {
-    "ts": pl.Int64,
-    "open": pl.Float64,
-    "high": pl.Float64,
-    "low": pl.Float64,
-    "close": pl.Float64,
-    "volume": pl.Float64,
-}
+CANDLE_SCHEMA = OHLCV_SCHEMA
 _API = "/api/v3/"
 _MAINTENANCE_HTML = "<html><body><h1>System maintenance</h1><p>Back soon.</p></body></html>"
 
@@ -133,11 +127,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.emulator._handle(self)
 
-    do_POST = do_GET
-    do_DELETE = do_GET
-    do_PUT = do_GET
+    def do_POST(self) -> None:
+        self.server.emulator._handle(self)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def do_DELETE(self) -> None:
+        self.server.emulator._handle(self)
+
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 
@@ -191,10 +187,8 @@ class BinanceEmulator:
         with server.connections_lock:
             conns = list(server.connections)
         for conn in conns:
-            try:
+            with suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -220,7 +214,7 @@ class BinanceEmulator:
 
     def set_candles(self, symbol: str, timeframe: str, candles: pl.DataFrame) -> None:
         """Serve `candles` for (symbol, timeframe), sorted by ts; replaces what was there."""
-        frame = candles.select(list(CANDLE_SCHEMA)).cast(CANDLE_SCHEMA).sort("ts")  # type: ignore[arg-type]
+        frame = candles.select(list(CANDLE_SCHEMA)).cast(CANDLE_SCHEMA).sort("ts")
         ts = frame["ts"].to_numpy().astype(np.int64)
         values = frame.select(["open", "high", "low", "close", "volume"]).to_numpy().astype(np.float64)
         with self._lock:
@@ -241,11 +235,9 @@ class BinanceEmulator:
         data: dict[str, Any] = {"ts": ts}
         for i, name in enumerate(["open", "high", "low", "close", "volume"]):
             data[name] = values[:, i]
-        return pl.DataFrame(data, schema=CANDLE_SCHEMA)  # type: ignore[arg-type]
+        return pl.DataFrame(data, schema=CANDLE_SCHEMA)
 
-    def set_order_book(
-        self, symbol: str, bids: list[tuple[float, float]], asks: list[tuple[float, float]]
-    ) -> None:
+    def set_order_book(self, symbol: str, bids: list[tuple[float, float]], asks: list[tuple[float, float]]) -> None:
         """Serve this book for `symbol` instead of the synthetic one."""
         with self._lock:
             self._markets[symbol].book = (bids, asks)
@@ -289,9 +281,7 @@ class BinanceEmulator:
         fault = Fault(200, _MAINTENANCE_HTML, "text/html", endpoint=endpoint, label="maintenance")
         self.inject(fault, times)
 
-    def error_code_next(
-        self, times: int = 1, *, status: int, code: int, msg: str, endpoint: str | None = None
-    ) -> None:
+    def error_code_next(self, times: int = 1, *, status: int, code: int, msg: str, endpoint: str | None = None) -> None:
         """Any Binance error body, e.g. status=503, code=-1008 (server busy)."""
         body = json.dumps({"code": code, "msg": msg})
         self.inject(Fault(status, body, endpoint=endpoint, label=str(code)), times)
@@ -501,7 +491,9 @@ class BinanceEmulator:
         step = timeframe_ms(interval) if interval[-1] != "M" else 30 * 86_400_000
         rows = []
         for t, (o, h, low, c, v) in zip(ts[lo:hi].tolist(), values[lo:hi].tolist(), strict=True):
-            rows.append([t, repr(o), repr(h), repr(low), repr(c), repr(v), t + step - 1, repr(v * c), 100, "0", "0", "0"])
+            rows.append(
+                [t, repr(o), repr(h), repr(low), repr(c), repr(v), t + step - 1, repr(v * c), 100, "0", "0", "0"]
+            )
         return 200, rows
 
     def _depth(self, params: dict[str, str]) -> tuple[int, Any]:
@@ -571,7 +563,12 @@ def _symbol_info(market: _Market) -> dict[str, Any]:
         "isSpotTradingAllowed": True,
         "isMarginTradingAllowed": False,
         "filters": [
-            {"filterType": "PRICE_FILTER", "minPrice": "0.00000001", "maxPrice": "1000000.00", "tickSize": "0.00000001"},
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": "0.00000001",
+                "maxPrice": "1000000.00",
+                "tickSize": "0.00000001",
+            },
             {"filterType": "LOT_SIZE", "minQty": "0.00001", "maxQty": "9000.0", "stepSize": "0.00001"},
             {"filterType": "NOTIONAL", "minNotional": "5.0", "applyMinToMarket": True, "maxNotional": "9000000.0"},
         ],
@@ -623,11 +620,11 @@ def random_walk_candles(
             "close": closes,
             "volume": rng.lognormal(3.0, 0.5, count),
         },
-        schema=CANDLE_SCHEMA,  # type: ignore[arg-type]
+        schema=CANDLE_SCHEMA,
     )
 
 
 def read_candle_csv(path: Path) -> pl.DataFrame:
     """A ../shared/data/candles CSV (timestamp,open,high,low,close,volume) as a frame with the candle schema."""
     frame = pl.read_csv(path).rename({"timestamp": "ts"})
-    return frame.select(list(CANDLE_SCHEMA)).cast(CANDLE_SCHEMA)  # type: ignore[arg-type]
+    return frame.select(list(CANDLE_SCHEMA)).cast(CANDLE_SCHEMA)

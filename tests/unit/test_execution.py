@@ -237,7 +237,6 @@ def random_trades(seed: int, bars: BarArrays, k: int, lot: float) -> dict[str, n
     rng = np.random.default_rng(seed + 1)
     n = len(bars.close)
     side = rng.choice([1, -1], k)
-    ref = None
     sig = rng.integers(0, n, k)
     ref = bars.close[sig]
     risk = ref * rng.uniform(0.001, 0.02, k)
@@ -262,7 +261,10 @@ def replay_with_step(bars: BarArrays, t: dict[str, np.ndarray], i: int, model: E
     j = int(t["signal_idx"][i]) + 1
     if j >= len(bars.close):
         return None, [], None
-    candle = [Bar(int(bars.ts_ms[m]), *(float(a[m]) for a in (bars.open, bars.high, bars.low, bars.close))) for m in range(len(bars.close))]
+    candle = [
+        Bar(int(bars.ts_ms[m]), *(float(a[m]) for a in (bars.open, bars.high, bars.low, bars.close)))
+        for m in range(len(bars.close))
+    ]
     result: StepResult = enter(order, candle[j], model)
     fills = list(result.fills)
     position = result.position
@@ -274,7 +276,7 @@ def replay_with_step(bars: BarArrays, t: dict[str, np.ndarray], i: int, model: E
     return result, fills, position
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 10_000),
     n=st.integers(2, 700),
@@ -333,7 +335,7 @@ def test_simulation_on_hand_built_candles() -> None:
         signal_idx=[0, 0, 1, 4],
         side=[1, 1, -1, 1],
         quantity=[1.0, 2.0, 1.0, 1.0],
-        stop=[95, 99.5, 105, 95],
+        stop=[95, 99.5, 112, 95],
         tp1=[105, 105, 95, 105],
         tp2=[110, 110, 90, 110],
         model=FREE,
@@ -354,6 +356,36 @@ def test_simulation_on_hand_built_candles() -> None:
     assert rows[2]["unrealised_pnl"] == pytest.approx(0.0)
     # no candle after the signal
     assert rows[3]["status"] == "VOID"
+
+
+def test_after_tp1_the_break_even_stop_comes_before_tp2_in_one_candle() -> None:
+    o = np.array([100, 100, 100, 104], dtype=float)
+    h = np.array([101, 101, 106, 111], dtype=float)
+    lo = np.array([99, 99, 99.5, 99], dtype=float)
+    bars = BarArrays(np.arange(4, dtype=np.int64) * MIN, o, h, lo, o)
+    frame = simulate_trades(bars, signal_idx=[0], side=[1], quantity=[1.0], stop=[95], tp1=[105], tp2=[110], model=FREE)
+    row = frame.row(0, named=True)
+    assert (row["tp1_idx"], row["exit_idx"], row["exit_kind"]) == (2, 3, "BREAKEVEN_STOP")
+    assert row["net_pnl"] == pytest.approx(2.5)
+
+    _result, fills, _ = replay_with_step(
+        bars,
+        {
+            k: np.asarray(v)
+            for k, v in {
+                "signal_idx": [0],
+                "side": [1],
+                "quantity": [1.0],
+                "stop": [95.0],
+                "tp1": [105.0],
+                "tp2": [110.0],
+            }.items()
+        },
+        0,
+        FREE,
+        0.0,
+    )
+    assert [f.kind for f in fills] == [FillKind.ENTRY, FillKind.TP1, FillKind.BREAKEVEN_STOP]
 
 
 def test_simulation_rejects_inconsistent_input() -> None:

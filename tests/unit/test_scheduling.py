@@ -146,7 +146,7 @@ def test_slow_symbols_and_venues_are_flagged_and_optionally_gated() -> None:
         s.record_latency("SLOW", 900.0, venue="v2")
     flagged = {(x.kind, x.key) for x in s.slow()}
     assert flagged == {("symbol", "SLOW"), ("venue", "v2")}
-    # v1 mixes nothing slow; flagged but not gated by default
+    # flagged, but not gated unless block_slow is set
     decision = s.gate("SLOW", T0)
     assert decision.allowed
     assert decision.slow
