@@ -22,12 +22,8 @@ def add_command(
     name: str = typer.Argument(..., help="A name for this set of credentials, e.g. binance-main."),
     exchange: str = typer.Option(..., help="ccxt exchange id, e.g. binance."),
     api_key: str = typer.Option(..., prompt=True, hide_input=True, envvar="SE_NEW_API_KEY", help="API key."),
-    secret: str = typer.Option(
-        ..., prompt=True, hide_input=True, envvar="SE_NEW_API_SECRET", help="API secret."
-    ),
-    password: str = typer.Option(
-        "", envvar="SE_NEW_API_PASSWORD", help="API passphrase, if the exchange uses one."
-    ),
+    secret: str = typer.Option(..., prompt=True, hide_input=True, envvar="SE_NEW_API_SECRET", help="API secret."),
+    password: str = typer.Option("", envvar="SE_NEW_API_PASSWORD", help="API passphrase, if the exchange uses one."),
     sandbox: bool = typer.Option(False, help="Credentials for the exchange's sandbox/testnet."),
     replace: bool = typer.Option(False, help="Overwrite credentials of the same name."),
 ) -> None:

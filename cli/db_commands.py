@@ -44,11 +44,7 @@ def status_command() -> None:
     finally:
         engine.dispose()
     console.print(f"database:  {safe_url(url)}")
-    behind = (
-        ""
-        if status.revision == head_revision()
-        else "  [red](behind: run `strategy-engine db upgrade`)[/red]"
-    )
+    behind = "" if status.revision == head_revision() else "  [red](behind: run `strategy-engine db upgrade`)[/red]"
     console.print(f"migration: {status.revision or '(empty)'} (head {head_revision()}){behind}")
     console.print(f"timescale: {'on' if status.timescale_on else 'off'}  {status.timescale_detail}")
     table = Table("table", "rows", "kind")

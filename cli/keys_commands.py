@@ -30,8 +30,7 @@ def generate_command() -> None:
     updated.save(cfg.block_prefix, overwrite=True)
     fingerprints = [key_fingerprint(k) for k in updated.keys]
     console.print(
-        f"EncryptionKeys/{cfg.block_prefix}: {len(fingerprints)} key(s), "
-        f"newest first: {', '.join(fingerprints)}"
+        f"EncryptionKeys/{cfg.block_prefix}: {len(fingerprints)} key(s), newest first: {', '.join(fingerprints)}"
     )
     if cfg.encryption_keys is not None:
         console.print("[yellow]note:[/yellow] SE_ENCRYPTION_KEYS is set and takes precedence over the block")
@@ -71,8 +70,6 @@ def rotate_command(
             raise ConfigurationError(f"{remaining} rows still use an older key; not dropping keys")
         block = load_block(EncryptionKeys, cfg.block_prefix)
         if block is None:
-            raise ConfigurationError(
-                "keys come from SE_ENCRYPTION_KEYS: remove the older keys there yourself"
-            )
+            raise ConfigurationError("keys come from SE_ENCRYPTION_KEYS: remove the older keys there yourself")
         block.newest_only().save(cfg.block_prefix, overwrite=True)
         console.print(f"kept only key {keyring.primary_id} in EncryptionKeys/{cfg.block_prefix}")

@@ -507,7 +507,10 @@ def refresh_aggregates(conn: Connection, start: datetime | None = None, end: dat
     try:
         for timeframe in AGGREGATES:
             conn.execute(
-                text("CALL refresh_continuous_aggregate(CAST(:v AS regclass), :start, :end)"),
+                text(
+                    "CALL refresh_continuous_aggregate(CAST(:v AS regclass), "
+                    "CAST(:start AS timestamptz), CAST(:end AS timestamptz))"
+                ),
                 {"v": aggregate_view(timeframe), "start": start, "end": end},
             )
     finally:

@@ -243,26 +243,30 @@ def test_continuous_aggregates_after_refresh_equal_the_date_bin_computation(ts_e
         assert len(hourly) == 24 and all(0 < h.candle_count <= 60 for h in hourly)
 
 
-def test_rows_below_the_watermark_show_after_refresh_aggregates(ts_engine: Engine) -> None:
+def test_rows_below_the_watermark_show_after_the_policy_or_refresh_aggregates(ts_engine: Engine) -> None:
     exchange, symbol = "ts_late", "SOL/USDT"
     recent = make_candles(exchange, symbol, _midnight(2), 1440, seed=5)
     _write(ts_engine, recent)
     with ts_engine.connect() as conn:
         assert refresh_aggregates(conn, _midnight(3), _midnight(0)) == sorted(VIEWS, key=_view_order)
 
-    # A late correction inside the materialized range, and a backfill of history older than the window.
+    # A late correction inside the materialized range, and a backfill of history a month back.
     late = replace(recent[100], volume=recent[100].volume + 100.0)
     history = make_candles(exchange, symbol, _midnight(30), 720, seed=6)
     _write(ts_engine, [late, *history])
     candles = [late if c.ts == late.ts else c for c in recent] + history
+    month = (_midnight(31), _midnight(0))
     with ts_engine.connect() as conn:
-        stale = read_aggregated(conn, exchange, symbol, "1h", _midnight(2), _midnight(1), continuous=True)
-        fresh = read_aggregated(conn, exchange, symbol, "1h", _midnight(2), _midnight(1), continuous=False)
-        assert stale != fresh  # the materialized bucket still has the old volume
+        stale = read_aggregated(conn, exchange, symbol, "1h", *month, continuous=True)
+        assert stale != reference_aggregate(candles, "1h", *month)  # materialized buckets lag until refreshed
         assert read_aggregated(conn, exchange, symbol, "1h", _midnight(30), _midnight(29)) == []
+        (hourly_job,) = job_ids(conn, "policy_refresh_continuous_aggregate", "candles_1h")
+    _run_job(ts_engine, hourly_job)  # the policy has no lower bound: it picks up the old backfill too
+    with ts_engine.connect() as conn:
+        assert read_aggregated(conn, exchange, symbol, "1h", *month) == reference_aggregate(candles, "1h", *month)
         conn.rollback()
-        refresh_aggregates(conn, _midnight(31), _midnight(0))
-        _assert_both_paths_match_reference(conn, exchange, symbol, candles, _midnight(31), _midnight(0))
+        refresh_aggregates(conn)
+        _assert_both_paths_match_reference(conn, exchange, symbol, candles, *month)
 
 
 def _view_order(view: str) -> int:
@@ -300,15 +304,23 @@ def test_compression_policy_compresses_old_chunks_and_upserts_still_land(ts_engi
         count = conn.execute(text("SELECT count(*) FROM candles WHERE exchange = :e"), {"e": exchange})
         assert count.scalar_one() == len(candles) + 1
         merged = [correction if c.ts == correction.ts else c for c in candles] + [new_row]
+        conn.rollback()
+        refresh_aggregates(conn, first_day, first_day + timedelta(days=2))  # reads the compressed chunks
         day = read_aggregated(conn, exchange, symbol, "1d", first_day, first_day + timedelta(days=2))
         assert day == reference_aggregate(merged, "1d", first_day, first_day + timedelta(days=2))
 
 
-def test_retention_drops_old_chunks_and_schedules_a_policy(ts_engine: Engine) -> None:
+def test_retention_drops_old_chunks_schedules_a_policy_and_the_derived_candles_follow(
+    ts_engine: Engine,
+) -> None:
     exchange, symbol = "ts_retention", "BTC/USDT"
     old = make_candles(exchange, symbol, _midnight(100), 1440, seed=8, missing=0.0)
     recent = make_candles(exchange, symbol, _midnight(1), 600, seed=9, missing=0.0)
     _write(ts_engine, old + recent)
+    old_day = (_midnight(100), _midnight(99))
+    with ts_engine.connect() as conn:
+        refresh_aggregates(conn)
+        assert len(read_aggregated(conn, exchange, symbol, "1d", *old_day)) == 1
 
     with ts_engine.begin() as conn:
         with pytest.raises(ConfigurationError, match="positive"):
@@ -325,13 +337,18 @@ def test_retention_drops_old_chunks_and_schedules_a_policy(ts_engine: Engine) ->
             text("SELECT config->>'drop_after' FROM timescaledb_information.jobs WHERE job_id = :j"), {"j": job}
         ).scalar_one()
         assert drop_after == "60 days"
-    _write(ts_engine, old[:5])  # re-ingested old rows: the scheduled policy drops them again
+        (daily_job,) = job_ids(conn, "policy_refresh_continuous_aggregate", "candles_1d")
+    _run_job(ts_engine, daily_job)
+    with ts_engine.connect() as conn:
+        # Same as the plain branch, where the views compute from what the DELETE left.
+        assert read_aggregated(conn, exchange, symbol, "1d", *old_day, continuous=True) == []
+        assert read_aggregated(conn, exchange, symbol, "1d", *old_day, continuous=False) == []
+
+    _write(ts_engine, old[:5])  # old rows re-ingested: the scheduled policy drops them again
     _run_job(ts_engine, job)
     with ts_engine.connect() as conn:
-        assert (
-            conn.execute(
-                text("SELECT count(*) FROM candles WHERE exchange = :e AND ts < :c"),
-                {"e": exchange, "c": result.cutoff},
-            ).scalar_one()
-            == 0
+        stale_rows = conn.execute(
+            text("SELECT count(*) FROM candles WHERE exchange = :e AND ts < :c"),
+            {"e": exchange, "c": result.cutoff},
         )
+        assert stale_rows.scalar_one() == 0
