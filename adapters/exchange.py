@@ -389,6 +389,7 @@ class ExchangeClient:
         ex.logger = _QUIET_CCXT_LOGGER
         ex.options["fetchCurrencies"] = False  # currencies need private endpoints and are not used
         ex.options["adjustForTimeDifference"] = False  # no clock-sync request before every call
+        ex.options["fetchMargins"] = False  # with keys, binance would also list margin pairs (sapi)
         fetch_markets = ex.options.get("fetchMarkets")
         if isinstance(fetch_markets, dict) and "types" in fetch_markets:
             ex.options["fetchMarkets"] = {**fetch_markets, "types": ["spot"]}

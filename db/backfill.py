@@ -97,11 +97,12 @@ def claim_jobs(
     exchange: str,
     timeframe: str | None = None,
     symbols: Sequence[str] | None = None,
+    ids: Sequence[int] | None = None,
     limit: int = 10_000,
 ) -> list[BackfillJob]:
     """Open jobs in the order they should run (IN_PROGRESS first, then priority, then newest), marked
     IN_PROGRESS."""
-    ids = (
+    picked = (
         conn.execute(
             text(
                 """
@@ -109,6 +110,7 @@ def claim_jobs(
             WHERE exchange = :exchange AND status IN ('PENDING', 'IN_PROGRESS')
               AND (CAST(:timeframe AS text) IS NULL OR timeframe = :timeframe)
               AND (CAST(:symbols AS text[]) IS NULL OR symbol = ANY(CAST(:symbols AS text[])))
+              AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(CAST(:ids AS bigint[])))
             ORDER BY (status = 'IN_PROGRESS') DESC, priority_rank, range_end DESC, id
             LIMIT :limit FOR UPDATE SKIP LOCKED
             """
@@ -117,6 +119,7 @@ def claim_jobs(
                 "exchange": exchange,
                 "timeframe": timeframe,
                 "symbols": list(symbols) if symbols else None,
+                "ids": list(ids) if ids is not None else None,
                 "limit": limit,
             },
         )
@@ -128,9 +131,9 @@ def claim_jobs(
             "UPDATE backfill_jobs SET status = 'IN_PROGRESS', started_at = coalesce(started_at, now()),"
             f" updated_at = now() WHERE id = ANY(CAST(:ids AS bigint[])) RETURNING {_COLUMNS}"
         ),
-        {"ids": list(ids)},
+        {"ids": list(picked)},
     ).all()
-    position = {job_id: i for i, job_id in enumerate(ids)}
+    position = {job_id: i for i, job_id in enumerate(picked)}
     return sorted((_job(r) for r in rows), key=lambda j: position[j.id])
 
 

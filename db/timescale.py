@@ -181,7 +181,9 @@ def _continuous_aggregates(conn: Connection) -> list[str]:
 
 
 def timescale_status(conn: Connection) -> TimescaleStatus:
-    """Extension state, hypertables, continuous aggregates, compression and jobs, for `db status`."""
+    """Extension state, hypertables, continuous aggregates, compression and jobs, for `db status`.
+
+    `detail` is one parenthesised line meant to follow ``timescale: on|off``."""
     available = timescale_available(conn)
     if not timescale_enabled(conn):
         why = "extension installable but not installed" if available else "extension not available"
@@ -191,7 +193,7 @@ def timescale_status(conn: Connection) -> TimescaleStatus:
             mode=StorageMode.PLAIN.value,
             version=None,
             license=None,
-            detail=f"off ({why}); higher timeframes via date_bin views",
+            detail=f"({why}; higher timeframes from date_bin views, retention by DELETE)",
             hypertables=[],
             continuous_aggregates=[],
             compressed_tables=[],
@@ -226,8 +228,8 @@ def timescale_status(conn: Connection) -> TimescaleStatus:
         ]
     mode = StorageMode.TIMESCALE_APACHE if license_ == "apache" else StorageMode.TIMESCALE
     detail = (
-        f"on: timescaledb {version} ({license_ or 'unknown'} license), {len(hypertables)} hypertables, "
-        f"{len(caggs)} continuous aggregates"
+        f"(timescaledb {version}, {license_ or 'unknown'} license, {len(hypertables)} hypertables, "
+        f"{len(caggs)} continuous aggregates)"
     )
     return TimescaleStatus(
         enabled=True,

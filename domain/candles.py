@@ -47,7 +47,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final, cast
 
 import numpy as np
 import polars as pl
@@ -222,19 +222,28 @@ def parse_ccxt_rows(rows: Sequence[object]) -> pl.DataFrame:
     """ccxt OHLCV rows (``[ts_ms, open, high, low, close, volume]``) -> a RECEIVED_SCHEMA frame, one row per
     received row, never dropping any.
 
-    All-numeric batches take a numpy fast path (~2.5M rows/s). Anything else goes row by row: numeric strings
-    are parsed (as ccxt's own safe_number does); None, other strings and objects become null with a TYPE
-    parse error; a row that is not a 6-sequence gets SCHEMA. Such rows keep their raw values in ``raw``.
+    Rows of plain ints/floats go through numpy in one piece (~2M rows/s). The others go row by row: numeric
+    strings are parsed (as ccxt's own safe_number does); None, bools, other strings and objects become null
+    with a TYPE parse error; a row that is not a 6-sequence gets SCHEMA. Such rows keep their raw values.
     """
     if len(rows) == 0:
         return pl.DataFrame(schema=RECEIVED_SCHEMA)
-    try:
-        matrix = np.array(rows)
-    except (ValueError, TypeError):
-        matrix = None  # ragged or otherwise irregular: row by row
-    if matrix is not None and matrix.ndim == 2 and matrix.shape[1] == 6 and matrix.dtype.kind in "fiu":
-        return _parse_matrix(matrix)
-    return _parse_mixed(rows)
+    # Exact type checks (bool is an int subclass, numpy scalars are not plain) in one pass over the rows.
+    loose = cast("Sequence[Any]", rows)
+    plain = [type(r) in _SEQUENCES and len(r) == 6 and _PLAIN_TYPES.issuperset(map(type, r)) for r in loose]
+    if all(plain):
+        return _parse_matrix(np.array(rows, dtype=np.float64))
+    plain_index = [i for i, is_plain in enumerate(plain) if is_plain]
+    other_index = [i for i, is_plain in enumerate(plain) if not is_plain]
+    parts = [_parse_row_by_row([rows[i] for i in other_index], np.array(other_index, dtype=np.int64))]
+    if plain_index:
+        matrix = np.array([rows[i] for i in plain_index], dtype=np.float64)
+        parts.append(_parse_matrix(matrix, np.array(plain_index, dtype=np.int64)))
+    return pl.concat(parts).sort("row_index") if len(parts) > 1 else parts[0]
+
+
+_PLAIN_TYPES: Final = frozenset({int, float})
+_SEQUENCES: Final = (list, tuple)
 
 
 def _parse_matrix(matrix: np.ndarray, row_index: np.ndarray | None = None) -> pl.DataFrame:
@@ -316,29 +325,6 @@ def _parse_ts(value: object) -> tuple[int | None, ReasonCode | None, str]:
         return int(number), None, ""
     code, detail = _ts_problem(number)
     return None, code, detail
-
-
-_PLAIN_TYPES: Final = frozenset({int, float})
-
-
-def _is_plain(row: object) -> bool:
-    """A 6-sequence of ints and floats only (bool, str, None and numpy scalars are not plain)."""
-    return isinstance(row, list | tuple) and len(row) == 6 and _PLAIN_TYPES.issuperset(map(type, row))
-
-
-def _parse_mixed(rows: Sequence[object]) -> pl.DataFrame:
-    """Rows of plain numbers still take the numpy path; only the others are parsed one by one."""
-    plain_index: list[int] = []
-    other_index: list[int] = []
-    for i, row in enumerate(rows):
-        (plain_index if _is_plain(row) else other_index).append(i)
-    parts = []
-    if plain_index:
-        matrix = np.array([rows[i] for i in plain_index], dtype=np.float64)
-        parts.append(_parse_matrix(matrix, np.array(plain_index, dtype=np.int64)))
-    if other_index:
-        parts.append(_parse_row_by_row([rows[i] for i in other_index], np.array(other_index, dtype=np.int64)))
-    return pl.concat(parts).sort("row_index") if len(parts) > 1 else parts[0]
 
 
 def _parse_row_by_row(rows: Sequence[object], row_index: np.ndarray) -> pl.DataFrame:
@@ -452,9 +438,7 @@ def validate_frame(
 
     duplicates, conflicting, good = _split_duplicates(good, keys)
     flags = _price_jumps(good, context, keys, step, jump_atr_multiple, atr_period, min_jump_fraction)
-    jumped = good.clear().with_columns(
-        pl.lit(None, pl.String).alias("reason"), pl.lit(None, pl.String).alias("detail")
-    )
+    jumped = good.clear().with_columns(pl.lit(None, pl.String).alias("reason"), pl.lit(None, pl.String).alias("detail"))
     if quarantine_jumps and flags.height:
         jumped = good.join(flags.select("row_index", "reason", "detail"), on="row_index")
         good = good.join(flags, on="row_index", how="anti")
@@ -598,7 +582,8 @@ def _row_checks(step: int, now_ms: int, keys: list[str]) -> list[tuple[ReasonCod
         (
             ReasonCode.TYPE,
             (parse_error == ReasonCode.TYPE.value)
-            | pl.any_horizontal(pl.col(n).is_null() for n in [*keys, *CANDLE_COLUMNS]),
+            # A null the parser already explained (e.g. a NaN timestamp) keeps the parser's reason.
+            | (parse_error.is_null() & pl.any_horizontal(pl.col(n).is_null() for n in [*keys, *CANDLE_COLUMNS])),
         ),
         (
             ReasonCode.NOT_FINITE,

