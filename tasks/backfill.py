@@ -12,6 +12,7 @@ symbol never stops the others.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -247,7 +248,7 @@ async def _ensure_first_candles(
             continue
         try:
             first = await retry_transient(
-                lambda s=symbol: source.first_candle_ms(s, timeframe), options, f"{symbol} first candle"
+                functools.partial(source.first_candle_ms, symbol, timeframe), options, f"{symbol} first candle"
             )
         except TransientError as exc:
             log.warning("%s: first candle unknown for now (%s)", symbol, exc)

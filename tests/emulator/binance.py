@@ -83,13 +83,43 @@ class RequestRecord:
 
 
 @dataclass
+class _Series:
+    """Candles of one (symbol, timeframe): ts (n,) int64 sorted, values (n, 5) float64 = OHLCV."""
+
+    ts: np.ndarray
+    values: np.ndarray
+    step_ms: int
+    rows_json: list[str] | None = None  # Binance kline rows, encoded once on first request
+
+    def encoded(self) -> list[str]:
+        # Encoding once keeps the emulator cheap next to the client it serves (same process, same GIL).
+        if self.rows_json is None:
+            self.rows_json = [
+                f'[{t},"{o!r}","{h!r}","{lo!r}","{c!r}","{v!r}",{t + self.step_ms - 1},"{v * c!r}",100,"0","0","0"]'
+                for t, (o, h, lo, c, v) in zip(self.ts.tolist(), self.values.tolist(), strict=True)
+            ]
+        return self.rows_json
+
+
+class _Encoded(str):
+    """A response body that is already JSON."""
+
+
+def _step_ms(timeframe: str) -> int:
+    return timeframe_ms(timeframe) if timeframe[-1] != "M" else 30 * 86_400_000  # 1M: close time is nominal
+
+
+_NO_SERIES = _Series(np.empty(0, np.int64), np.empty((0, 5)), 1)
+
+
+@dataclass
 class _Market:
     symbol: str
     market_id: str
     base: str
     quote: str
     status: str = "TRADING"
-    series: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # tf -> (ts, ohlcv (n,5))
+    series: dict[str, _Series] = field(default_factory=dict)
     book: tuple[list[tuple[float, float]], list[tuple[float, float]]] | None = None
 
 
@@ -218,20 +248,21 @@ class BinanceEmulator:
         ts = frame["ts"].to_numpy().astype(np.int64)
         values = frame.select(["open", "high", "low", "close", "volume"]).to_numpy().astype(np.float64)
         with self._lock:
-            self._markets[symbol].series[timeframe] = (ts, values)
+            self._markets[symbol].series[timeframe] = _Series(ts, values, _step_ms(timeframe))
 
     def omit_candles(self, symbol: str, timeframe: str, start_ms: int, end_ms: int) -> int:
         """Remove the candles opening in [start_ms, end_ms) (an exchange-side hole); returns how many."""
         with self._lock:
-            ts, values = self._markets[symbol].series[timeframe]
-            keep = (ts < start_ms) | (ts >= end_ms)
-            self._markets[symbol].series[timeframe] = (ts[keep], values[keep])
+            series = self._markets[symbol].series[timeframe]
+            keep = (series.ts < start_ms) | (series.ts >= end_ms)
+            self._markets[symbol].series[timeframe] = _Series(series.ts[keep], series.values[keep], series.step_ms)
             return int((~keep).sum())
 
     def candles(self, symbol: str, timeframe: str) -> pl.DataFrame:
         """What is served for (symbol, timeframe), as a frame with the candle schema."""
         with self._lock:
-            ts, values = self._markets[symbol].series[timeframe]
+            series = self._markets[symbol].series[timeframe]
+        ts, values = series.ts, series.values
         data: dict[str, Any] = {"ts": ts}
         for i, name in enumerate(["open", "high", "low", "close", "volume"]):
             data[name] = values[:, i]
@@ -382,7 +413,8 @@ class BinanceEmulator:
             return
         status, payload = self._answer(endpoint, params, parts.query, handler)
         self._record(at, handler.command, parts.path, endpoint, params, status, weight, used, window, fault)
-        self._send(handler, status, json.dumps(payload, separators=(",", ":")), "application/json", {}, used)
+        body = payload if isinstance(payload, _Encoded) else json.dumps(payload, separators=(",", ":"))
+        self._send(handler, status, body, "application/json", {}, used)
 
     def _record(
         self,
@@ -481,20 +513,15 @@ class BinanceEmulator:
         if not 1 <= limit <= 1000:
             return self._error(-1130, "Data sent for parameter 'limit' is not valid.")
         with self._lock:
-            ts, values = market.series.get(interval, (np.empty(0, np.int64), np.empty((0, 5))))
-        lo = int(np.searchsorted(ts, start, "left")) if start is not None else 0
-        hi = int(np.searchsorted(ts, end, "right")) if end is not None else len(ts)
+            series = market.series.get(interval, _NO_SERIES)
+            rows = series.encoded()
+        lo = int(np.searchsorted(series.ts, start, "left")) if start is not None else 0
+        hi = int(np.searchsorted(series.ts, end, "right")) if end is not None else len(series.ts)
         if start is None:
             lo = max(lo, hi - limit)  # no startTime: the newest `limit` candles up to endTime
         else:
             hi = min(hi, lo + limit)
-        step = timeframe_ms(interval) if interval[-1] != "M" else 30 * 86_400_000
-        rows = []
-        for t, (o, h, low, c, v) in zip(ts[lo:hi].tolist(), values[lo:hi].tolist(), strict=True):
-            rows.append(
-                [t, repr(o), repr(h), repr(low), repr(c), repr(v), t + step - 1, repr(v * c), 100, "0", "0", "0"]
-            )
-        return 200, rows
+        return 200, _Encoded("[" + ",".join(rows[lo:hi]) + "]")
 
     def _depth(self, params: dict[str, str]) -> tuple[int, Any]:
         market = self._market_for(params)
@@ -507,7 +534,7 @@ class BinanceEmulator:
             self._update_id += 1
             update_id = self._update_id
             book = market.book
-            last_close = next((float(v[-1, 3]) for _, v in market.series.values() if len(v)), 100.0)
+            last_close = next((float(s.values[-1, 3]) for s in market.series.values() if len(s.ts)), 100.0)
         if book is None:
             tick = last_close * 1e-4
             bids = [(last_close - tick * (i + 1), 1.0 + (i % 7) * 0.5) for i in range(limit)]
