@@ -355,7 +355,11 @@ def _wall_clock_ms() -> int:
 
 
 class ExchangeClient:
-    """An async ccxt client built from plain values. Use as ``async with ExchangeClient(...) as client``."""
+    """An async ccxt client built from plain values. Use as ``async with ExchangeClient(...) as client``.
+
+    One client belongs to one event loop (ccxt binds its session to the first loop it runs on); concurrent
+    coroutines on that loop may share it. Clients on other loops/threads share the weight limiter instead.
+    """
 
     def __init__(
         self,
@@ -585,6 +589,7 @@ class ExchangeClient:
 def _ohlcv_frame(rows: Any) -> pl.DataFrame:
     if not isinstance(rows, list) or not rows:
         return pl.DataFrame(schema=OHLCV_SCHEMA)
+    # Row-wise and non-strict: a missing value stays null and NaN stays NaN, for validation to reject.
     return pl.DataFrame([row[:6] for row in rows], schema=OHLCV_SCHEMA, orient="row", strict=False)
 
 

@@ -44,9 +44,7 @@ def timed(fn: Callable[[], T]) -> tuple[float, T]:
     return time.perf_counter() - started, result
 
 
-def candle_frame(
-    symbols: int, per_symbol: int, *, start_ms: int = 1_700_000_040_000, seed: int = 7
-) -> pl.DataFrame:
+def candle_frame(symbols: int, per_symbol: int, *, start_ms: int = 1_700_000_040_000, seed: int = 7) -> pl.DataFrame:
     """Valid 1m candles for `symbols` series (random walks), in (symbol, ts) order."""
     rng = np.random.default_rng(seed)
     n = symbols * per_symbol

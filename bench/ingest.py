@@ -60,12 +60,8 @@ def main() -> None:
             reingest_s, _ = timed(lambda: _validate_and_ingest(engine, frame))
             best_raw, best_ours = min(best_raw, raw_s), min(best_ours, ours_s)
             best_validate, best_reingest = min(best_validate, validate_s), min(best_reingest, reingest_s)
-        print(
-            f"   raw binary COPY into identical empty table: {n / best_raw:12,.0f} rows/s ({best_raw:.2f} s)"
-        )
-        print(
-            f"   validate + upsert into empty candles:       {n / best_ours:12,.0f} rows/s ({best_ours:.2f} s)"
-        )
+        print(f"   raw binary COPY into identical empty table: {n / best_raw:12,.0f} rows/s ({best_raw:.2f} s)")
+        print(f"   validate + upsert into empty candles:       {n / best_ours:12,.0f} rows/s ({best_ours:.2f} s)")
         print(f"   ratio (raw COPY time / ours; target >= 0.7): {best_raw / best_ours:.2f}")
         print(f"   validation alone (target >= 2M rows/s):     {n / best_validate:12,.0f} rows/s")
         print(
@@ -74,9 +70,7 @@ def main() -> None:
         )
 
         with engine.connect() as conn:
-            one_s, one = timed(
-                lambda: read_candles(conn, exchange="binance", symbol="S000/USDT", timeframe="1m")
-            )
+            one_s, one = timed(lambda: read_candles(conn, exchange="binance", symbol="S000/USDT", timeframe="1m"))
             symbols = [f"S{i:03d}/USDT" for i in range(SYMBOLS)]
             win_s, win = timed(
                 lambda: read_windows(conn, exchange="binance", symbols=symbols, timeframe="1m", newest=500)

@@ -39,7 +39,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final, TypedDict
+from typing import Final, TypedDict
 
 from sqlalchemy import Connection, TextClause, text
 
@@ -478,7 +478,8 @@ def read_aggregated(
 ) -> list[AggregatedCandle]:
     """`timeframe` candles (5m..1d) derived from 1m, buckets opening in [start, end), on any storage mode.
 
-    `continuous` None detects the mode (two catalog queries); pass it to skip detection in a loop.
+    `continuous` None detects the mode (three catalog queries); pass `has_continuous_aggregates(conn)` once
+    to skip detection in a loop.
     """
     if start.tzinfo is None or end.tzinfo is None:
         raise InvalidDataError("read_aggregated needs timezone-aware (UTC) start and end")
@@ -559,7 +560,7 @@ def apply_retention(conn: Connection, older_than: timedelta, *, now: datetime | 
 def job_ids(conn: Connection, proc_name: str, target: str) -> list[int]:
     """Ids of Timescale jobs running `proc_name` (e.g. ``policy_compression``) for hypertable or aggregate
     `target`; run one now with ``CALL run_job(id)`` on an AUTOCOMMIT connection."""
-    rows: Any = conn.execute(
+    rows = conn.execute(
         text(
             "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = :p AND hypertable_name = :t "
             "ORDER BY job_id"

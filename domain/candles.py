@@ -433,34 +433,42 @@ def validate_frame(
     for code, failed in reversed(checks):
         reason = pl.when(failed).then(pl.lit(code.value)).otherwise(reason)
     checked = received.with_columns(reason.alias("reason"))
-    bad = checked.filter(pl.col("reason").is_not_null())
-    good = checked.filter(pl.col("reason").is_null()).select("row_index", *keys, *CANDLE_COLUMNS).sort([*keys, "ts"])
+    # Most batches are clean: skip the split (two filters over the batch) when nothing failed.
+    if checked["reason"].null_count() == checked.height:
+        bad, good = checked.clear(), checked
+    else:
+        bad = checked.filter(pl.col("reason").is_not_null())
+        good = checked.filter(pl.col("reason").is_null())
+    good = _sorted(good.select("row_index", *keys, *CANDLE_COLUMNS), keys)
 
     duplicates, conflicting, good = _split_duplicates(good, keys)
     flags = _price_jumps(good, context, keys, step, jump_atr_multiple, atr_period, min_jump_fraction)
-    jumped = good.clear().with_columns(pl.lit(None, pl.String).alias("reason"), pl.lit(None, pl.String).alias("detail"))
+    columns = ["row_index", *keys, *CANDLE_COLUMNS, "reason", "detail"]
+    parts: list[pl.DataFrame] = []
+    if bad.height:
+        parts.append(_explain_row_failures(bad, checks, step).select(columns))
+    if conflicting.height:
+        detail = _fmt("{} different candles with this ts in one batch", pl.len().over([*keys, "ts"]))
+        parts.append(
+            conflicting.with_columns(
+                pl.lit(ReasonCode.CONFLICTING_DUPLICATE.value).alias("reason"), detail.alias("detail")
+            ).select(columns)
+        )
     if quarantine_jumps and flags.height:
-        jumped = good.join(flags.select("row_index", "reason", "detail"), on="row_index")
+        parts.append(good.join(flags.select("row_index", "reason", "detail"), on="row_index").select(columns))
         good = good.join(flags, on="row_index", how="anti")
         flags = flags.clear()
-
-    columns = ["row_index", *keys, *CANDLE_COLUMNS, "reason", "detail"]
-    rejected = pl.concat(
-        [
-            _explain_row_failures(bad, checks, step).select(columns),
-            conflicting.with_columns(
-                pl.lit(ReasonCode.CONFLICTING_DUPLICATE.value).alias("reason"),
-                _fmt("{} different candles with this ts in one batch", pl.len().over([*keys, "ts"])).alias("detail"),
-            ).select(columns),
-            jumped.select(columns),
-        ],
-        how="vertical",
-    )
-    rejected = (
-        rejected.join(received.select("row_index", "raw"), on="row_index", how="left")
-        .with_columns(pl.coalesce("raw", _payload_json()).alias("raw"))
-        .sort("row_index")
-    )
+    if parts:
+        rejected = (
+            pl.concat(parts)
+            .join(received.select("row_index", "raw"), on="row_index", how="left")
+            .with_columns(pl.coalesce("raw", _payload_json()).alias("raw"))
+            .sort("row_index")
+        )
+    else:
+        rejected = good.clear().with_columns(
+            *(pl.lit(None, pl.String).alias(name) for name in ("reason", "detail", "raw"))
+        )
     counts = {ReasonCode(code): int(n) for code, n in rejected.group_by("reason").len().sort("reason").iter_rows()}
     accepted = good.select(*keys, *CANDLE_COLUMNS)
     return ValidationResult(
@@ -472,6 +480,17 @@ def validate_frame(
         counts=counts,
         per_symbol=_per_symbol(received, accepted, rejected, flags, keys),
     )
+
+
+def _sorted(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """`frame` sorted by (keys, ts). Pages usually arrive in order: an O(n) check avoids most sorts."""
+    in_order = pl.col("ts").diff() >= 0
+    for key in keys:
+        previous = pl.col(key).shift(1)
+        in_order = (pl.col(key) > previous) | ((pl.col(key) == previous) & in_order)
+    if frame.height < 2 or frame.select(in_order.fill_null(True).all()).item():
+        return frame
+    return frame.sort([*keys, "ts"])
 
 
 def _per_symbol(
@@ -650,18 +669,23 @@ def _explain_row_failures(bad: pl.DataFrame, checks: list[tuple[ReasonCode, pl.E
 def _split_duplicates(good: pl.DataFrame, keys: list[str]) -> tuple[int, pl.DataFrame, pl.DataFrame]:
     """(identical extra copies, conflicting rows, unique rows) of rows sorted by (symbol,) ts.
 
-    Most batches have no repeated ts at all; that is checked in one pass over the sorted rows first.
+    On sorted rows a repeated (symbol, ts) is adjacent to its twin: O(n) comparisons find them, and only
+    those few rows are grouped.
     """
-    same = pl.col("ts").diff() == 0
+    same_as_previous = pl.col("ts").diff() == 0
     for key in keys:
-        same = same & (pl.col(key) == pl.col(key).shift(1))
-    if good.height < 2 or not good.select(same.any()).item():
+        same_as_previous = same_as_previous & (pl.col(key) == pl.col(key).shift(1))
+    same_as_previous = same_as_previous.fill_null(False)
+    if good.height < 2 or not good.select(same_as_previous.any()).item():
         return 0, good.clear(), good
-    repeated = pl.len().over([*keys, "ts"]) > 1
-    clash = good.filter(repeated)
+    repeated = same_as_previous | same_as_previous.shift(-1).fill_null(False)
+    marked = good.with_columns(repeated.alias("_repeated"))
+    clash = marked.filter(pl.col("_repeated")).drop("_repeated")
+    rest = marked.filter(~pl.col("_repeated")).drop("_repeated")
     distinct = clash.unique(subset=[*keys, *CANDLE_COLUMNS], keep="first")
-    unique = pl.concat([good.filter(~repeated), distinct.filter(~repeated)]).sort([*keys, "ts"])
-    return clash.height - distinct.height, distinct.filter(repeated), unique
+    still = pl.len().over([*keys, "ts"]) > 1
+    unique = pl.concat([rest, distinct.filter(~still)]).sort([*keys, "ts"])
+    return clash.height - distinct.height, distinct.filter(still).sort("row_index"), unique
 
 
 def _price_jumps(
@@ -696,27 +720,28 @@ def _price_jumps(
                 .group_by(keys, maintain_order=True)
                 .tail(period + 1)
             )
-        series = pl.concat(
-            [tail.select(pl.lit(None, pl.Int64).alias("row_index"), *keys, *CANDLE_COLUMNS), series]
-        ).sort([*keys, "ts"])
+        series = _sorted(
+            pl.concat([tail.select(pl.lit(None, pl.Int64).alias("row_index"), *keys, *CANDLE_COLUMNS), series]),
+            keys,
+        )
 
-    def per_series(expr: pl.Expr) -> pl.Expr:
-        return expr.over(keys) if keys else expr
-
-    prev_close = per_series(pl.col("close").shift(1))
+    # Rows are sorted by (symbol,) ts, so each series is a contiguous block: shift within the block and
+    # count the position inside it instead of hashing symbols in window functions. One select, then a filter.
+    row = pl.int_range(pl.len())
+    start = (pl.col(SYMBOL) != pl.col(SYMBOL).shift(1)).fill_null(True) if keys else row == 0
+    prev_close = pl.when(~start).then(pl.col("close").shift(1))
     true_range = pl.max_horizontal(
         pl.col("high") - pl.col("low"),
         (pl.col("high") - prev_close).abs(),
         (pl.col("low") - prev_close).abs(),
     )
+    position = row - pl.when(start).then(row).forward_fill()
+    atr_before = pl.when(position >= period).then(true_range.rolling_mean(period).shift(1))
     # Across a hole of n bars a random walk moves ~sqrt(n) times as far as in one bar.
-    bars = (per_series(pl.col("ts").diff()) // step).clip(lower_bound=1).cast(pl.Float64)
-    atr_before = per_series(pl.col("tr").rolling_mean(period, min_samples=period).shift(1))
-    limit = pl.max_horizontal(multiple * pl.col("atr") * bars.sqrt(), min_fraction * prev_close)
-    scored = (
-        series.with_columns(true_range.alias("tr"))
-        .with_columns(atr_before.alias("atr"))
-        .with_columns(limit.alias("limit"))
+    bars = (pl.col("ts").diff() // step).clip(lower_bound=1).cast(pl.Float64)
+    limit = pl.max_horizontal(multiple * atr_before * bars.sqrt(), min_fraction * prev_close)
+    scored = series.select(
+        "row_index", *keys, "ts", true_range.alias("tr"), atr_before.alias("atr"), limit.alias("limit")
     )
     jumps = scored.filter(
         pl.col("row_index").is_not_null() & pl.col("atr").is_not_null() & (pl.col("tr") > pl.col("limit"))

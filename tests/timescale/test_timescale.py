@@ -140,8 +140,12 @@ def test_migrations_reach_head_with_hypertables_compression_and_aggregates(ts_en
 def test_downgrade_turns_hypertables_back_into_plain_tables_and_upgrade_restores_them(
     ts_engine: Engine,
 ) -> None:
-    candles = make_candles("ts_roundtrip", "BTC/USDT", _midnight(3), 600, seed=1)
+    first_day = _midnight(COMPRESS_AFTER.days + 3)  # old enough to be compressed before the downgrade
+    candles = make_candles("ts_roundtrip", "BTC/USDT", first_day, 600, seed=1)
     _write(ts_engine, candles)
+    with ts_engine.connect() as conn:
+        (job,) = job_ids(conn, "policy_compression", "candles")
+    _run_job(ts_engine, job)
     with ts_engine.begin() as conn:
         conn.execute(
             text(
@@ -150,6 +154,16 @@ def test_downgrade_turns_hypertables_back_into_plain_tables_and_upgrade_restores
                 "'{}', '{}', '[]')"
             )
         )
+
+    with ts_engine.connect() as conn:
+        compressed = conn.execute(
+            text(
+                "SELECT bool_and(is_compressed) FROM timescaledb_information.chunks "
+                "WHERE hypertable_name = 'candles' AND range_start = :day"
+            ),
+            {"day": first_day},
+        )
+        assert compressed.scalar_one() is True
 
     downgrade(ts_engine, "0001")
     with ts_engine.connect() as conn:
@@ -178,7 +192,7 @@ def test_downgrade_turns_hypertables_back_into_plain_tables_and_upgrade_restores
         assert set(status["hypertables"]) == {"candles", "signals"}
         assert set(status["continuous_aggregates"]) == VIEWS
         # migrate_data moved the existing rows into chunks; the aggregates see them.
-        start, end = _midnight(3), _midnight(3) + timedelta(hours=10)
+        start, end = first_day, first_day + timedelta(hours=10)
         _assert_both_paths_match_reference(conn, "ts_roundtrip", "BTC/USDT", candles, start, end)
 
     downgrade(ts_engine, "base")

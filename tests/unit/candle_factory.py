@@ -92,7 +92,7 @@ def make_pullback_setup(*, rising_volume: bool = True, ema_order: bool = True, s
     rng = np.random.default_rng(seed)
     unit = 1.0  # bar range; every move below is in these units
     base_step = 0.3 if ema_order else -0.3
-    base = 200.0 + np.cumsum(base_step + rng.normal(0, 0.15, 600))
+    base = (200.0 if ema_order else 400.0) + np.cumsum(base_step + rng.normal(0, 0.15, 600))
     dip = base[-1] - np.linspace(0.8, 8.0, 10)
     impulse = dip[-1] + np.linspace(0.8, 20.0, 25)
     prefix = from_closes(np.concatenate([base, dip, impulse]), bar_range=unit)
