@@ -25,6 +25,7 @@ Rules that make it behave like an exchange:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections import deque
@@ -183,7 +184,7 @@ class SimulatedCandleSource:
         if symbol not in self._truth:
             if symbol not in self._symbols:
                 raise BadSymbolError(f"replay: no simulated market {symbol}")
-            config = MarketSimConfig(**{**self._config.__dict__, "start_price": self.start_price(symbol)})
+            config = dataclasses.replace(self._config, start_price=self.start_price(symbol))
             self._truth[symbol] = simulate_candles(
                 start_ms=self.start_ms,
                 end_ms=self.end_ms,

@@ -149,6 +149,8 @@ empty_ranges = Table(
     _tstz("confirmed_at", now=True),
     PrimaryKeyConstraint("exchange", "symbol", "timeframe", "range_start"),
     CheckConstraint("range_start < range_end", name="range"),
+    # Gap scans ask for the ranges ending after where they begin.
+    Index(None, "exchange", "symbol", "timeframe", "range_end"),
 )
 
 signals = Table(

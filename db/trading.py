@@ -18,7 +18,8 @@ Storage conventions:
   inside Binance's 36): the unique key that makes opening a position for a signal idempotent.
 - ``fills``: one row per execution; ``side`` is the order side (``buy``/``sell``), ``realised_pnl`` the gross
   P&L of that exit (0 for the entry), ``filled_at`` the open of the candle it filled in.
-- A trade is a *win* when its net P&L (after all fees) is > 0.
+
+Reports over these records (closed trades, P&L summary, win statistics) are in :mod:`db.trading_stats`.
 
 Units: prices in quote currency per base unit, quantities in base units, P&L and fees in quote currency,
 timestamps in epoch milliseconds.
@@ -29,32 +30,26 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from types import MappingProxyType
 from typing import Any, Final, Literal
 
-import polars as pl
-from sqlalchemy import Connection, Float, case, func, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from db.schema import fills, orders, positions
 from domain.errors import InvalidDataError
 from domain.execution import ExecutionModel, Fill, FillKind, Order, Position, Side, Sizing, StepResult
-from domain.scoring import WinRecord
 from domain.tiers import Tier
 
 __all__ = [
-    "CLOSED_TRADES_SCHEMA",
     "Mode",
-    "PnlSummary",
     "StoredPosition",
-    "TierStats",
     "apply_step",
+    "check_mode",
     "client_order_id",
-    "closed_trades",
     "load_open_positions",
+    "ms_from_ts",
     "open_position",
-    "pnl_summary",
-    "win_stats",
+    "ts_from_ms",
 ]
 
 Mode = Literal["paper", "live"]
@@ -76,30 +71,6 @@ _ORDER_TYPE: Final[dict[FillKind, str]] = {
     FillKind.BREAKEVEN_STOP: "stop_market",
 }
 
-#: Columns of :func:`closed_trades` (names as in :class:`domain.execution.ClosedTrade` where they match).
-CLOSED_TRADES_SCHEMA: Final = pl.Schema(
-    {
-        "id": pl.Int64,
-        "symbol": pl.String,
-        "side": pl.String,
-        "tier": pl.String,
-        "signal_id": pl.Int64,
-        "setup": pl.String,
-        "timeframe": pl.String,
-        "entry_ts_ms": pl.Int64,
-        "exit_ts_ms": pl.Int64,
-        "entry_price": pl.Float64,
-        "quantity": pl.Float64,
-        "avg_exit_price": pl.Float64,
-        "gross_pnl": pl.Float64,
-        "fees": pl.Float64,
-        "net_pnl": pl.Float64,
-        "initial_risk": pl.Float64,
-        "r_multiple": pl.Float64,
-        "exit_kind": pl.String,
-    }
-)
-
 
 @dataclass(frozen=True, slots=True)
 class StoredPosition:
@@ -117,65 +88,23 @@ class StoredPosition:
     position: Position
 
 
-@dataclass(frozen=True, slots=True)
-class TierStats:
-    """Closed trades of one tier: count, wins (net P&L > 0), net P&L (quote) and mean R-multiple."""
-
-    tier: Tier
-    trades: int
-    wins: int
-    net_pnl: float
-    mean_r: float | None
-
-    @property
-    def win_rate(self) -> float | None:
-        """Wins / trades (0-1); None without closed trades."""
-        return self.wins / self.trades if self.trades else None
-
-
-@dataclass(frozen=True, slots=True)
-class PnlSummary:
-    """Money of one exchange and mode, in quote currency.
-
-    ``realised_pnl`` is gross over every exit so far (closed trades and partial exits of open ones); ``fees``
-    every fee paid; ``unrealised_pnl`` the open quantity marked at the given prices (no exit costs), over the
-    open positions whose symbol had a mark; ``unmarked`` lists open symbols without one.
-    """
-
-    realised_pnl: float
-    fees: float
-    unrealised_pnl: float
-    open_positions: int
-    closed_trades: int
-    wins: int
-    by_tier: Mapping[Tier, TierStats]
-    unmarked: tuple[str, ...]
-
-    @property
-    def net_realised_pnl(self) -> float:
-        """Realised P&L after fees."""
-        return self.realised_pnl - self.fees
-
-    @property
-    def win_rate(self) -> float | None:
-        """Wins / closed trades (0-1); None without closed trades."""
-        return self.wins / self.closed_trades if self.closed_trades else None
-
-
 def client_order_id(mode: Mode, signal_id: int, kind: FillKind) -> str:
     """The idempotency key of the order for ``kind`` of the position opened from ``signal_id``."""
     return f"se-{mode}-{signal_id}-{_LEG[kind]}"
 
 
-def _ts(ms: int) -> datetime:
+def ts_from_ms(ms: int) -> datetime:
+    """Epoch milliseconds as an aware UTC datetime."""
     return _EPOCH + timedelta(milliseconds=ms)  # exact, unlike a float division
 
 
-def _ms(value: datetime) -> int:
+def ms_from_ts(value: datetime) -> int:
+    """An aware datetime as epoch milliseconds (exact integer arithmetic)."""
     return (value - _EPOCH) // _MS
 
 
-def _check_mode(mode: str) -> Mode:
+def check_mode(mode: str) -> Mode:
+    """``mode`` when it is 'paper' or 'live'; InvalidDataError otherwise."""
     if mode not in ("paper", "live"):
         raise InvalidDataError(f"trading mode must be 'paper' or 'live', got {mode!r}")
     return mode  # type: ignore[return-value]  # narrowed by the check above
@@ -234,7 +163,7 @@ def _insert_fill(
             price=fill.price,
             fee=fill.fee,
             realised_pnl=realised_pnl,
-            filled_at=_ts(fill.ts_ms),
+            filled_at=ts_from_ms(fill.ts_ms),
         )
     )
 
@@ -263,7 +192,7 @@ def open_position(
         InvalidDataError: the entry was void, ``entered`` does not belong to ``order``, the tier is SKIP, or the
             signal already opened a position on another exchange or symbol.
     """
-    mode = _check_mode(mode)
+    mode = check_mode(mode)
     model = model or ExecutionModel()
     if entered.void_reason is not None or not entered.fills:
         raise InvalidDataError(f"nothing to store: the entry was void ({entered.void_reason})")
@@ -311,7 +240,7 @@ def open_position(
                 realised_pnl=0.0,
                 fees=entry.fee,
                 state=state,
-                opened_at=_ts(entry.ts_ms),
+                opened_at=ts_from_ms(entry.ts_ms),
             )
             .returning(positions.c.id)
         ).scalar_one()
@@ -378,7 +307,7 @@ def apply_step(conn: Connection, position_id: int, result: StepResult) -> int:
 
 
 def _apply_exits(conn: Connection, row: Any, result: StepResult, exits: Sequence[Fill]) -> int:
-    mode, side = _check_mode(row.mode), Side(row.direction)
+    mode, side = check_mode(row.mode), Side(row.direction)
     for fill in exits:
         level = {FillKind.TP1: row.targets[0], FillKind.TP2: row.targets[1], FillKind.STOP: row.state["initial_stop"]}
         order_id = _insert_order(
@@ -422,7 +351,7 @@ def _apply_exits(conn: Connection, row: Any, result: StepResult, exits: Sequence
             "fees": closed.fees,
             "r_multiple": closed.r_multiple,
             "status": "CLOSED",
-            "closed_at": _ts(closed.exit_ts_ms),
+            "closed_at": ts_from_ms(closed.exit_ts_ms),
         }
     conn.execute(update(positions).where(positions.c.id == row.id).values(state=state, **values))
     return len(exits)
@@ -433,7 +362,7 @@ def load_open_positions(
 ) -> list[StoredPosition]:
     """Open positions of ``exchange`` (optionally only ``symbols``) rebuilt as domain positions, oldest first,
     each with every fill so far; stepping them continues exactly where the stored run stopped."""
-    mode = _check_mode(mode)
+    mode = check_mode(mode)
     query = select(positions).where(
         positions.c.exchange == exchange, positions.c.mode == mode, positions.c.status == "OPEN"
     )
@@ -456,7 +385,7 @@ def _stored(row: Any, fill_rows: Sequence[Any]) -> StoredPosition:
         raise InvalidDataError(f"position {row.id}: state version {state.get('version')!r} is not {_STATE_VERSION}")
     side = Side(row.direction)
     position_fills = tuple(
-        Fill(row.symbol, _ms(f.filled_at), FillKind(f.kind), side, f.price, f.quantity, f.fee) for f in fill_rows
+        Fill(row.symbol, ms_from_ts(f.filled_at), FillKind(f.kind), side, f.price, f.quantity, f.fee) for f in fill_rows
     )
     position = Position(
         symbol=row.symbol,
@@ -479,7 +408,7 @@ def _stored(row: Any, fill_rows: Sequence[Any]) -> StoredPosition:
     return StoredPosition(
         id=int(row.id),
         exchange=row.exchange,
-        mode=_check_mode(row.mode),
+        mode=check_mode(row.mode),
         tier=Tier(row.tier),
         signal_id=int(row.signal_id),
         setup=state.get("setup"),
@@ -487,141 +416,3 @@ def _stored(row: Any, fill_rows: Sequence[Any]) -> StoredPosition:
         model=ExecutionModel(**state["model"]),
         position=position,
     )
-
-
-def _net() -> Any:
-    return positions.c.realised_pnl - positions.c.fees
-
-
-def closed_trades(
-    conn: Connection,
-    *,
-    exchange: str,
-    symbol: str | None = None,
-    since_ms: int | None = None,
-    mode: Mode = "paper",
-) -> pl.DataFrame:
-    """Closed trades of ``exchange`` (optionally one ``symbol``; ``since_ms``: closed at or after), oldest
-    close first, with the columns of :data:`CLOSED_TRADES_SCHEMA`."""
-    mode = _check_mode(mode)
-    exits = (
-        select(
-            fills.c.position_id,
-            (func.sum(fills.c.price * fills.c.quantity) / func.sum(fills.c.quantity)).label("avg_exit_price"),
-        )
-        .where(fills.c.kind != FillKind.ENTRY.value)
-        .group_by(fills.c.position_id)
-        .subquery()
-    )
-    initial_stop = positions.c.state["initial_stop"].as_float()
-    query = (
-        select(
-            positions.c.id,
-            positions.c.symbol,
-            positions.c.direction,
-            positions.c.tier,
-            positions.c.signal_id,
-            positions.c.state["setup"].as_string(),
-            positions.c.state["timeframe"].as_string(),
-            positions.c.opened_at,
-            positions.c.closed_at,
-            positions.c.entry_price,
-            positions.c.quantity,
-            exits.c.avg_exit_price,
-            positions.c.realised_pnl,
-            positions.c.fees,
-            _net(),
-            positions.c.quantity * func.abs(positions.c.entry_price - initial_stop),
-            positions.c.r_multiple,
-            positions.c.state["exit_kind"].as_string(),
-        )
-        .join_from(positions, exits, exits.c.position_id == positions.c.id)
-        .where(positions.c.exchange == exchange, positions.c.mode == mode, positions.c.status == "CLOSED")
-        .order_by(positions.c.closed_at, positions.c.id)
-    )
-    if symbol is not None:
-        query = query.where(positions.c.symbol == symbol)
-    if since_ms is not None:
-        query = query.where(positions.c.closed_at >= _ts(since_ms))
-    rows = [(*r[:7], _ms(r[7]), _ms(r[8]), *r[9:]) for r in conn.execute(query)]
-    return pl.DataFrame(rows, schema=CLOSED_TRADES_SCHEMA, orient="row")
-
-
-def pnl_summary(
-    conn: Connection, *, exchange: str, marks: Mapping[str, float] | None = None, mode: Mode = "paper"
-) -> PnlSummary:
-    """Realised and unrealised P&L, fees, trade counts and per-tier win rates of ``exchange``.
-
-    ``marks`` maps a symbol to its mark price (quote) for the unrealised P&L of open positions.
-    """
-    mode = _check_mode(mode)
-    marks = marks or {}
-    mine = (positions.c.exchange == exchange, positions.c.mode == mode)
-    realised, fees = conn.execute(
-        select(
-            func.coalesce(func.sum(positions.c.realised_pnl), 0.0), func.coalesce(func.sum(positions.c.fees), 0.0)
-        ).where(*mine)
-    ).one()
-    win = case((_net() > 0, 1), else_=0)
-    by_tier: dict[Tier, TierStats] = {t: TierStats(t, 0, 0, 0.0, None) for t in (Tier.FULL, Tier.REDUCED)}
-    for tier, trades, wins, net, mean_r in conn.execute(
-        select(
-            positions.c.tier,
-            func.count(),
-            func.sum(win),
-            func.sum(_net()),
-            func.avg(positions.c.r_multiple, type_=Float),
-        )
-        .where(*mine, positions.c.status == "CLOSED")
-        .group_by(positions.c.tier)
-    ):
-        by_tier[Tier(tier)] = TierStats(Tier(tier), int(trades), int(wins), float(net), mean_r)
-    unrealised, unmarked, open_count = 0.0, set(), 0
-    for symbol, direction, entry_price, remaining in conn.execute(
-        select(positions.c.symbol, positions.c.direction, positions.c.entry_price, positions.c.remaining).where(
-            *mine, positions.c.status == "OPEN"
-        )
-    ):
-        open_count += 1
-        if symbol in marks:
-            unrealised += Side(direction).sign * (marks[symbol] - entry_price) * remaining
-        else:
-            unmarked.add(symbol)
-    closed = sum(s.trades for s in by_tier.values())
-    return PnlSummary(
-        realised_pnl=float(realised),
-        fees=float(fees),
-        unrealised_pnl=unrealised,
-        open_positions=open_count,
-        closed_trades=closed,
-        wins=sum(s.wins for s in by_tier.values()),
-        by_tier=MappingProxyType(by_tier),
-        unmarked=tuple(sorted(unmarked)),
-    )
-
-
-def win_stats(
-    conn: Connection,
-    *,
-    exchange: str,
-    symbol: str,
-    setup: str | None = None,
-    direction: Side | None = None,
-    mode: Mode = "paper",
-) -> WinRecord:
-    """Wins (net P&L > 0) of the closed trades of ``symbol``, optionally of one ``setup`` (e.g.
-    ``fib0.618_long``, see :func:`domain.signals.setup_key`) and ``direction``: the scorer's historical win
-    rate input."""
-    mode = _check_mode(mode)
-    query = select(func.count(), func.coalesce(func.sum(case((_net() > 0, 1), else_=0)), 0)).where(
-        positions.c.exchange == exchange,
-        positions.c.mode == mode,
-        positions.c.symbol == symbol,
-        positions.c.status == "CLOSED",
-    )
-    if setup is not None:
-        query = query.where(positions.c.state["setup"].as_string() == setup)
-    if direction is not None:
-        query = query.where(positions.c.direction == direction.value)
-    trades, wins = conn.execute(query).one()
-    return WinRecord(wins=int(wins), trades=int(trades))

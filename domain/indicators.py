@@ -116,9 +116,15 @@ def efficiency_ratio(close: FloatArray, period: int) -> FloatArray:
 
 
 def _ratio(numerator: FloatArray, denominator: FloatArray) -> FloatArray:
-    """numerator / denominator, NaN where the denominator is not positive (e.g. a zero-volume stretch)."""
+    """numerator / denominator, NaN where the denominator is not positive (e.g. a zero-volume stretch).
+
+    Divides in place into ``denominator`` (a fresh TA-Lib output nobody else holds) to spare an allocation.
+    """
+    unusable = ~(denominator > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denominator > 0, numerator / denominator, np.nan)
+        np.divide(numerator, denominator, out=denominator)
+    denominator[unusable] = np.nan
+    return denominator
 
 
 def _indicator_fn(config: IndicatorConfig) -> tuple[tuple[str, ...], _SeriesFn]:
@@ -145,20 +151,28 @@ def _indicator_fn(config: IndicatorConfig) -> tuple[tuple[str, ...], _SeriesFn]:
     return ("close", "high", "low", "volume"), compute
 
 
+_MAX_CONTIGUOUS_RUNS = 4096
+
+
 def _series_bounds(candles: pl.DataFrame) -> tuple[npt.NDArray[np.int64] | None, list[tuple[int, int]]]:
-    """(row order that makes every symbol contiguous or None when it already is, [start, end) per series)."""
+    """(row order that makes every symbol contiguous, or None when it already is; [start, end) per series)."""
     n = candles.height
     if "symbol" not in candles.columns or n == 0:
         return None, [(0, n)]
-    runs = candles.select(pl.col("symbol").rle_id()).to_series().to_numpy()
-    n_runs = int(runs[-1]) + 1
+    symbol = candles["symbol"]
+    runs = symbol.rle()
     order: npt.NDArray[np.int64] | None = None
-    if n_runs != candles["symbol"].n_unique():
-        # Interleaved symbols: compute on a stable sort by (symbol, ts) and scatter back to the input order.
-        order = candles.select(pl.arg_sort_by("symbol", "ts", maintain_order=True)).to_series().to_numpy()
-        sorted_symbols = candles["symbol"].gather(order)
-        runs = sorted_symbols.rle_id().to_numpy()
-    starts = np.flatnonzero(np.diff(runs)) + 1
+    # Many runs means interleaved rows (or very many symbols, which the sorted path handles just as well).
+    if runs.len() > _MAX_CONTIGUOUS_RUNS or runs.struct.field("value").n_unique() != runs.len():
+        # Interleaved symbols: a stable sort by symbol code keeps each series in its row order; results are
+        # scattered back so the output keeps the input's row order.
+        codes = symbol.cast(pl.Categorical).to_physical().to_numpy()
+        if codes.max() < 2**16:
+            codes = codes.astype(np.uint16)  # numpy radix-sorts 16-bit keys: linear time
+        order = np.argsort(codes, kind="stable")
+        starts = np.flatnonzero(np.diff(codes[order])) + 1
+    else:
+        starts = np.cumsum(runs.struct.field("len").to_numpy()[:-1])
     edges = [0, *starts.tolist(), n]
     return order, list(pairwise(edges))
 
@@ -174,27 +188,26 @@ def _apply_per_series(candles: pl.DataFrame, needs: tuple[str, ...], fn: _Series
     if order is not None:
         cols = {c: a[order] for c, a in cols.items()}
         ts = ts[order]
-    ascending = np.diff(ts) > 0
+    ascending = ts[1:] > ts[:-1]
     for _, end in bounds[:-1]:
         ascending[end - 1] = True  # a new series may start earlier than the previous one ended
     if not bool(ascending.all()):
         raise InvalidDataError("candles must be in strictly ascending ts order within each series")
-    if len(bounds) == 1 and order is None:
-        out = fn(cols)  # one series: TA-Lib's output arrays go into the frame without another copy
+    parts = [fn({c: a[start:end] for c, a in cols.items()}) for start, end in bounds]
+    names = list(parts[0])
+    if order is None:
+        # Each series' TA-Lib outputs become one chunk of the column: no copy into a combined array.
+        columns = [
+            pl.concat([pl.Series(name, part[name], dtype=pl.Float64) for part in parts], rechunk=False)
+            for name in names
+        ]
     else:
-        out = {}
-        for start, end in bounds:
-            part = fn({c: np.ascontiguousarray(a[start:end]) for c, a in cols.items()})
-            for name, values in part.items():
-                if name not in out:
-                    out[name] = np.empty(candles.height)
-                out[name][start:end] = values
-        if order is not None:
-            for name, values in out.items():
-                scattered = np.empty_like(values)
-                scattered[order] = values
-                out[name] = scattered
-    return candles.with_columns(pl.Series(name, values, dtype=pl.Float64) for name, values in out.items())
+        columns = []
+        for name in names:
+            values = np.empty(candles.height)
+            values[order] = np.concatenate([part[name] for part in parts])
+            columns.append(pl.Series(name, values, dtype=pl.Float64))
+    return candles.with_columns(columns)
 
 
 def with_indicators(candles: pl.DataFrame, *, config: IndicatorConfig | None = None) -> pl.DataFrame:

@@ -1,4 +1,4 @@
-"""The trading repository (db/trading.py) against the real PostgreSQL: lifecycle, restart, idempotency, P&L."""
+"""db/trading.py and db/trading_stats.py against the real PostgreSQL: lifecycle, restart, idempotency, P&L."""
 
 from __future__ import annotations
 
@@ -9,15 +9,8 @@ import pytest
 from sqlalchemy import Connection, Engine, func, select
 
 from db.schema import fills, orders, positions
-from db.trading import (
-    CLOSED_TRADES_SCHEMA,
-    apply_step,
-    closed_trades,
-    load_open_positions,
-    open_position,
-    pnl_summary,
-    win_stats,
-)
+from db.trading import apply_step, load_open_positions, open_position
+from db.trading_stats import CLOSED_TRADES_SCHEMA, closed_trades, pnl_summary, setup_win_stats, win_stats
 from domain.errors import InvalidDataError
 from domain.execution import (
     Bar,
@@ -366,6 +359,7 @@ def test_closed_trades_and_win_stats_by_hand(db: Engine) -> None:
             "EEE": win_stats(conn, exchange="binance", symbol="EEE/USDT"),
             "kraken": win_stats(conn, exchange="kraken", symbol="AAA/USDT"),
         }
+        setups = setup_win_stats(conn, exchange="binance", symbol="AAA/USDT")
     assert trades.schema == CLOSED_TRADES_SCHEMA == empty.schema
     assert empty.is_empty()
     # B closes at candle 2; A, F and G at candle 3, in the order they were stored
@@ -389,3 +383,4 @@ def test_closed_trades_and_win_stats_by_hand(db: Engine) -> None:
         "EEE": (0, 1),  # gross > 0, net < 0: a loss
         "kraken": (0, 1),
     }
+    assert {k: (v.wins, v.trades) for k, v in setups.items()} == {"fib0.618_long": (1, 1), "fib0.5_long": (1, 1)}

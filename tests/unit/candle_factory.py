@@ -104,7 +104,7 @@ def make_pullback_setup(*, rising_volume: bool = True, ema_order: bool = True, s
     level = high - 0.618 * (high - low)
     pullback = impulse[-1] + np.linspace(0.0, 1.0, 15)[1:] * (level - impulse[-1])
     closes = np.concatenate([base, dip, impulse, pullback])
-    volumes = 1000.0 * (1 + 0.05 * rng.random(closes.shape[0]))
+    volumes = np.asarray(1000.0 * (1 + 0.05 * rng.random(closes.shape[0])), dtype=np.float64)
     ramp = np.linspace(1.0, 2.5, 14) if rising_volume else np.linspace(1.0, 0.5, 14)
     volumes[-14:] = 1000.0 * ramp
     return PullbackSetup(

@@ -330,3 +330,27 @@ def test_every_received_row_is_accepted_duplicate_or_rejected(rows: list[object]
         QuarantinePayload.model_validate_json(raw)
     # Flags only ever point at accepted candles.
     assert set(result.flagged["ts"].to_list()) <= set(accepted["ts"].to_list())
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.sampled_from(["A/X", "B/X", "C/X"]), good_row), max_size=80),
+    jumpy=st.booleans(),
+)
+def test_a_multi_symbol_batch_equals_its_symbols_validated_one_by_one(rows, jumpy) -> None:
+    def check(candles: pl.DataFrame) -> ValidationResult:
+        return validate_frame(
+            candles, timeframe="1m", now_ms=NOW, jump_atr_multiple=2.0 if jumpy else 40.0, atr_period=3
+        )
+
+    frame = pl.DataFrame(
+        [[symbol, *row] for symbol, row in rows], schema=["symbol", *CANDLE_COLUMNS], orient="row"
+    ).with_columns(pl.col("ts").cast(pl.Int64), pl.col(list(CANDLE_COLUMNS[1:])).cast(pl.Float64))
+    together = check(frame)
+    for symbol in ["A/X", "B/X", "C/X"]:
+        alone = check(frame.filter(pl.col("symbol") == symbol).drop("symbol"))
+        mine = together.accepted.filter(pl.col("symbol") == symbol).drop("symbol")
+        assert mine.equals(alone.accepted)
+        assert together.rejected.filter(pl.col("symbol") == symbol).height == alone.rejected.height
+        assert together.flagged.filter(pl.col("symbol") == symbol).height == alone.flagged.height
+    assert together.accepted.select("symbol", "ts").is_duplicated().sum() == 0

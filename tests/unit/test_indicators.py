@@ -169,11 +169,12 @@ def test_series_are_computed_per_symbol_without_mixing() -> None:
     assert combined.equals(alone)
 
 
-def test_interleaved_symbols_keep_input_row_order() -> None:
-    parts = [make_candles(300, seed=k, symbol=s) for k, s in enumerate(["AAA", "BBB"])]
+@pytest.mark.parametrize("rows", [300, 2500], ids=["few-runs", "over-4096-runs"])
+def test_interleaved_symbols_keep_input_row_order(rows: int) -> None:
+    parts = [make_candles(rows, seed=k, symbol=s) for k, s in enumerate(["AAA", "BBB"])]
     contiguous = with_indicators(pl.concat(parts))
     shuffled = pl.concat(parts).sample(fraction=1.0, shuffle=True, seed=3)
-    # Shuffled across symbols but each symbol still ascending in ts: sort only within ts ties is not needed.
+    # Rows alternate between the symbols; each symbol's own rows stay in ascending ts order.
     interleaved = shuffled.sort("ts", maintain_order=True)
     out = with_indicators(interleaved)
     assert out.select("symbol", "ts").equals(interleaved.select("symbol", "ts"))

@@ -121,7 +121,8 @@ def test_order_book_is_sane_and_depth_decays() -> None:
     assert synthetic_order_book(symbol="X", mid=1.0, ts_ms=0, seed=5) == synthetic_order_book(
         symbol="X", mid=1.0, ts_ms=0, seed=5
     )
-    assert book.as_ccxt()["bids"][0] == list(book.bids[0])
+    ccxt_bids = book.as_ccxt()["bids"]
+    assert isinstance(ccxt_bids, list) and ccxt_bids[0] == list(book.bids[0])
 
 
 def test_invalid_parameters_are_refused() -> None:

@@ -105,6 +105,12 @@ def upgrade() -> None:
         sa.CheckConstraint("range_start < range_end", name=op.f("ck_empty_ranges_range")),
         sa.PrimaryKeyConstraint("exchange", "symbol", "timeframe", "range_start", name=op.f("pk_empty_ranges")),
     )
+    op.create_index(
+        op.f("ix_empty_ranges_exchange_symbol_timeframe_range_end"),
+        "empty_ranges",
+        ["exchange", "symbol", "timeframe", "range_end"],
+        unique=False,
+    )
     op.create_table(
         "exchange_credentials",
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
