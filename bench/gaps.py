@@ -3,6 +3,8 @@ symbol's whole history, and the routine scan after an ingest that the completene
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import polars as pl
 from sqlalchemy import Engine, text
@@ -85,7 +87,7 @@ def main() -> None:
             new = candle_frame(SYMBOLS, 1, start_ms=end + minute * 60_000, seed=minute)
             with engine.begin() as conn:
                 upsert_candles(conn, new, exchange="bench", timeframe="1m")
-            seconds, found = timed(lambda m=minute: find_gaps_once(engine, symbols, end + (m + 1) * 60_000))
+            seconds, found = timed(functools.partial(find_gaps_once, engine, symbols, end + (minute + 1) * 60_000))
             assert found == 0, found
             samples.append(seconds)
         samples.sort()

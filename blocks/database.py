@@ -16,9 +16,7 @@ class TimescaleDatabase(Block):
 
     _block_type_name = "Strategy Engine Timescale Database"
     _block_type_slug = "se-timescale-database"
-    _description = (
-        "PostgreSQL/TimescaleDB that stores candles, quarantine, backfill jobs, signals and trades."
-    )
+    _description = "PostgreSQL/TimescaleDB that stores candles, quarantine, backfill jobs, signals and trades."
     _documentation_url = DOCS_URL  # type: ignore[assignment]
     _code_example = """```python
 from blocks import TimescaleDatabase

@@ -26,9 +26,7 @@ account = ExchangeAccount.load("BLOCK_NAME")
     )
     api_key: SecretStr | None = Field(default=None, description="API key; only needed for private endpoints.")
     secret: SecretStr | None = Field(default=None, description="API secret matching the API key.")
-    password: SecretStr | None = Field(
-        default=None, description="API passphrase, for exchanges that use one."
-    )
+    password: SecretStr | None = Field(default=None, description="API passphrase, for exchanges that use one.")
     sandbox: bool = Field(default=False, description="Use the exchange's sandbox/testnet.")
     timeout_ms: int = Field(default=10_000, gt=0, description="Per-request timeout, in milliseconds.")
     api_url: str | None = Field(

@@ -26,9 +26,7 @@ cache_settings = MarketCache.load("BLOCK_NAME")
     )
     key_prefix: str = Field(default="se", description="Prefix of every key this project writes.")
     ohlcv_ttl_min_s: float = Field(default=5.0, gt=0, description="TTL of 1m candle windows, in seconds.")
-    ohlcv_ttl_max_s: float = Field(
-        default=60.0, gt=0, description="Upper bound of candle-window TTLs, in seconds."
-    )
+    ohlcv_ttl_max_s: float = Field(default=60.0, gt=0, description="Upper bound of candle-window TTLs, in seconds.")
     order_book_ttl_ms: int = Field(default=500, gt=0, description="TTL of order books, in milliseconds.")
     balance_ttl_s: float = Field(default=60.0, gt=0, description="TTL of account balances, in seconds.")
     socket_timeout_s: float = Field(

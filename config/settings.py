@@ -51,18 +51,14 @@ class Settings(BaseSettings):
         description="Comma-separated Fernet keys, newest first (MultiFernet). Usually kept in the "
         "EncryptionKeys Prefect block instead; this overrides it.",
     )
-    exchange: str = Field(
-        default="replay", description="ccxt exchange id, or 'replay' for the offline exchange."
-    )
+    exchange: str = Field(default="replay", description="ccxt exchange id, or 'replay' for the offline exchange.")
     symbols: str = Field(
         default="BTC/USDT,ETH/USDT,SOL/USDT,BNB/USDT,XRP/USDT",
         description="Comma-separated symbols the pipeline follows.",
     )
     timeframe: str = Field(default="1m", description="Base candle timeframe that is ingested.")
     signal_timeframe: str = Field(default="15m", description="Timeframe the signal engine evaluates.")
-    history_days: int = Field(
-        default=30, ge=1, le=3650, description="Days of history backfill keeps complete."
-    )
+    history_days: int = Field(default=30, ge=1, le=3650, description="Days of history backfill keeps complete.")
     block_prefix: str = Field(default="default", description="Name of the Prefect block documents to use.")
 
     @field_validator("database_url")

@@ -22,9 +22,7 @@ def timeframe_ms(timeframe: str) -> int:
     900000
     """
     if len(timeframe) < 2 or timeframe[-1] not in _UNIT_MS or not timeframe[:-1].isdigit():
-        raise InvalidDataError(
-            f"unknown timeframe {timeframe!r}: expected a number and one of s/m/h/d/w, e.g. '1m'"
-        )
+        raise InvalidDataError(f"unknown timeframe {timeframe!r}: expected a number and one of s/m/h/d/w, e.g. '1m'")
     amount = int(timeframe[:-1])
     if amount <= 0:
         raise InvalidDataError(f"unknown timeframe {timeframe!r}: the amount must be positive")

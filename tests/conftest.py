@@ -27,9 +27,7 @@ from db.engine import make_engine  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
 from db.schema import metadata  # noqa: E402
 
-PG_ADMIN_DSN = os.environ.get(
-    "SE_TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-)
+PG_ADMIN_DSN = os.environ.get("SE_TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 PG_URL_TEMPLATE = os.environ.get("SE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/{db}")
 REDIS_TEST_URL = os.environ.get("SE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 SHARED_CANDLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "candles"

@@ -51,8 +51,15 @@ def run(engine: Engine, source, symbols, **kw):
     async def go():
         try:
             return await backfill(
-                engine, source, symbols=symbols, timeframe="1m", start_ms=START_MS, end_ms=END_MS, now_ms=NOW_MS,
-                policy=PriorityPolicy(signal_timeframe="1m"), options=BackfillOptions(base_delay_s=0.01, **kw),
+                engine,
+                source,
+                symbols=symbols,
+                timeframe="1m",
+                start_ms=START_MS,
+                end_ms=END_MS,
+                now_ms=NOW_MS,
+                policy=PriorityPolicy(signal_timeframe="1m"),
+                options=BackfillOptions(base_delay_s=0.01, **kw),
             )
         finally:
             await source.close()
@@ -70,10 +77,15 @@ def assert_complete(engine: Engine, emu: BinanceEmulator, symbols) -> None:
         assert_frame_equal(stored(engine, symbol), emu.candles(symbol, "1m"), check_exact=True)
     with engine.connect() as conn:
         dupes = conn.execute(
-            text("SELECT count(*) FROM (SELECT 1 FROM candles GROUP BY exchange, symbol, timeframe, ts HAVING count(*) > 1) d")
+            text(
+                "SELECT count(*) FROM (SELECT 1 FROM candles"
+                " GROUP BY exchange, symbol, timeframe, ts HAVING count(*) > 1) d"
+            )
         ).scalar_one()
     assert dupes == 0
-    for row in continuity_report(engine, exchange="binance", symbols=symbols, timeframe="1m", start_ms=START_MS, end_ms=END_MS):
+    for row in continuity_report(
+        engine, exchange="binance", symbols=symbols, timeframe="1m", start_ms=START_MS, end_ms=END_MS
+    ):
         assert row.remaining_gaps == 0, row
         assert row.coverage_pct == 100.0
 
@@ -86,7 +98,10 @@ def test_backfill_fills_everything_and_confirms_the_hole(db: Engine, emulator: B
     assert_complete(db, emulator, ["AAA/USDT", "BBB/USDT"])
     with db.connect() as conn:
         empty = conn.execute(
-            text("SELECT (extract(epoch FROM range_start)*1000)::bigint, (extract(epoch FROM range_end)*1000)::bigint FROM empty_ranges")
+            text(
+                "SELECT (extract(epoch FROM range_start)*1000)::bigint,"
+                " (extract(epoch FROM range_end)*1000)::bigint FROM empty_ranges"
+            )
         ).all()
     assert len(empty) == 1
     assert empty[0][0] <= HOLE[0] and empty[0][1] >= HOLE[1]
@@ -153,8 +168,23 @@ def test_exception_mid_page_then_resume_equals_uninterrupted(db: Engine, emulato
 def test_sigkill_at_a_random_moment_then_resume(db: Engine, emulator: BinanceEmulator, pg_url: str) -> None:
     symbols = "AAA/USDT,BBB/USDT"
     env = {**os.environ, "DATABASE_URL": pg_url, "SE_SIGNAL_TIMEFRAME": "15m"}
-    cmd = [sys.executable, "-m", "cli", "backfill", "--exchange", "binance", "--symbols", symbols, "--days", str(DAYS),
-           "--quiet", "--concurrency", "1", "--api-url", emulator.url]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli",
+        "backfill",
+        "--exchange",
+        "binance",
+        "--symbols",
+        symbols,
+        "--days",
+        str(DAYS),
+        "--quiet",
+        "--concurrency",
+        "1",
+        "--api-url",
+        emulator.url,
+    ]
     emulator.slow_next(1_000, delay_s=0.05, endpoint="klines")  # stretch the run so the kill lands mid-way
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120

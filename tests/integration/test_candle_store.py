@@ -60,7 +60,7 @@ def test_changed_values_are_revisions_and_new_rows_inserts(db: Engine) -> None:
     assert (counts.received, counts.inserted, counts.revised, counts.duplicates) == (120, 20, 10, 90)
     with db.connect() as conn:
         revs = conn.execute(text("SELECT revision, count(*) FROM candles GROUP BY 1 ORDER BY 1")).all()
-    assert revs == [(0, 110), (1, 10)]
+    assert [tuple(r) for r in revs] == [(0, 110), (1, 10)]
 
 
 def test_partial_overlap_takes_the_merge_path_per_symbol(db: Engine) -> None:

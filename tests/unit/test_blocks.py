@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from prefect.blocks.core import Block
-from prefect.testing.standard_test_suites import BlockStandardTestSuite
+from prefect.testing.standard_test_suites.blocks import BlockStandardTestSuite
 from pydantic import SecretStr
 
 from blocks import BLOCK_TYPES, EncryptionKeys, ExchangeAccount, MarketCache, TimescaleDatabase
@@ -15,7 +15,7 @@ from domain.errors import ConfigurationError
 @pytest.mark.parametrize("block", BLOCK_TYPES)
 class TestAllBlocks(BlockStandardTestSuite):
     @pytest.fixture
-    def block(self, block: type[Block]) -> type[Block]:  # type: ignore[override]
+    def block(self, block: type[Block]) -> type[Block]:
         return block
 
     def test_has_a_valid_image(self, block: type[Block]) -> None:
