@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from pydantic import SecretStr
 
 from adapters.exchange import ExchangeClient
+from adapters.replay import ReplayExchange
 
 REPLAY = "replay"
 
@@ -23,13 +24,14 @@ async def open_source(
     password: SecretStr | None = None,
     sandbox: bool = False,
     timeout_ms: int = 10_000,
-    replay_options: dict[str, Any] | None = None,
+    symbols: Sequence[str] = (),
+    history_days: int = 30,
+    seed: int = 0,
 ) -> AsyncIterator[Any]:
-    """An async source with the ExchangeClient interface; closed on exit."""
+    """An async source with the ExchangeClient interface; closed on exit. The replay exchange simulates
+    `symbols` from `history_days` (plus one) before now, seeded: the same day gives the same candles."""
     if exchange_id == REPLAY:
-        from adapters.replay import open_replay
-
-        async with open_replay(**(replay_options or {})) as replay:
+        async with ReplayExchange.simulated(list(symbols), days=history_days + 1, seed=seed) as replay:
             yield replay
         return
     client = ExchangeClient(

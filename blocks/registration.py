@@ -43,6 +43,17 @@ def load_block(block_type: type[B], name: str) -> B | None:
         return None
 
 
+def require_block(block_type: type[B], name: str) -> B:
+    """The named block document, or a ConfigurationError saying how to create it. Call from sync code (in
+    a running event loop Prefect's `load` returns a coroutine)."""
+    block = load_block(block_type, name)
+    if block is None:
+        raise ConfigurationError(
+            f"no {block_type.get_block_type_slug()} block named {name!r}: run `strategy-engine blocks register`"
+        )
+    return block
+
+
 def ensure_default_documents(settings: Settings) -> list[RegisteredDocument]:
     """Create the `settings.block_prefix` documents that do not exist yet; never overwrite one."""
     name = settings.block_prefix

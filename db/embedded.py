@@ -134,6 +134,9 @@ class EmbeddedServer:
             what="pg_ctl stop",
             log_file=self.base_dir / "server.log",
         )
+        if self.socket_dir != self.base_dir:
+            with contextlib.suppress(OSError):  # the /tmp fallback; postgres removed the socket itself
+                self.socket_dir.rmdir()
         log.info("stopped the embedded PostgreSQL under %s", _display(self.base_dir))
 
 
@@ -188,7 +191,8 @@ def find_running(data_dir: Path, *, database: str = "strategy_engine") -> Embedd
 def start_embedded(data_dir: Path, *, database: str = "strategy_engine") -> EmbeddedServer:
     """Start the embedded PostgreSQL under `data_dir / "postgres"` (initdb on first use), or reuse a running one.
 
-    Creates `database` when missing. Takes ~0.5 s for initdb + ~0.1 s to start here; a reuse costs one connect.
+    Creates `database` when missing. Measured here: initdb 0.5 s (quiet) to 2 s (loaded), start 0.1 s, stop
+    0.1 s; a reuse costs one connect (~10 ms).
     """
     bin_dir = _bin_dir()
     data_dir = data_dir.resolve()

@@ -296,17 +296,24 @@ class FibAnalysis:
         cfg, half = self.config, float(self.zone_half_width[t])
         n_ret = len(cfg.retracement_ratios)
         ratios = (*cfg.retracement_ratios, *cfg.extension_ratios)
+        rows = zip(
+            ratios,
+            self.level_price[j].tolist(),
+            self.touches[j].tolist(),
+            self.strength[j].tolist(),
+            strict=True,
+        )
         levels = tuple(
             FibLevel(
                 kind=LevelKind.RETRACEMENT if k < n_ret else LevelKind.EXTENSION,
                 ratio=ratio,
-                price=float(self.level_price[j, k]),
-                zone_low=float(self.level_price[j, k]) - half,
-                zone_high=float(self.level_price[j, k]) + half,
-                touches=int(self.touches[j, k]),
-                strength=float(self.strength[j, k]),
+                price=price,
+                zone_low=price - half,
+                zone_high=price + half,
+                touches=touches,
+                strength=strength,
             )
-            for k, ratio in enumerate(ratios)
+            for k, (ratio, price, touches, strength) in enumerate(rows)
         )
         return FibStructure(
             as_of_index=t,
@@ -327,7 +334,7 @@ def analyze_fibonacci(
     is computed with ``config.atr_period``.
 
     Raises:
-        InvalidDataError: the frame holds more than one symbol or lacks a candle column.
+        InvalidDataError: the frame holds more than one symbol or lacks a candle or the ATR column.
     """
     cfg = config or FibConfig()
     if "symbol" in candles.columns and candles["symbol"].n_unique() > 1:
@@ -336,6 +343,9 @@ def analyze_fibonacci(
         atr_column = f"atr_{cfg.atr_period}"
         if atr_column not in candles.columns:
             candles = with_atr(candles, period=cfg.atr_period)
+    missing = [c for c in ("ts", "high", "low", "close", atr_column) if c not in candles.columns]
+    if missing:
+        raise InvalidDataError(f"analyze_fibonacci: frame lacks column(s) {missing}")
     high, low = candles["high"].to_numpy(), candles["low"].to_numpy()
     close, atr = candles["close"].to_numpy(), candles[atr_column].to_numpy()
     threshold = np.maximum(cfg.atr_multiple * atr, cfg.min_move_pct * close)

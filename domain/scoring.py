@@ -135,11 +135,15 @@ class SignalScore:
     tier: Tier
 
 
+def _unit(x: FloatArray) -> FloatArray:
+    """``x`` clipped to [0, 1] with NaN -> 0 (fmax/fmin drop NaN: cheaper than nan_to_num + clip)."""
+    return np.asarray(np.fmin(np.fmax(x, 0.0), 1.0), dtype=np.float64)
+
+
 def _ramp(x: FloatArray, lo: float, hi: float) -> FloatArray:
     """0 at or below ``lo``, 1 at or above ``hi``, linear between; NaN -> 0."""
     with np.errstate(invalid="ignore"):
-        out = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-    return np.asarray(np.nan_to_num(out, nan=0.0), dtype=np.float64)
+        return _unit((x - lo) / (hi - lo))
 
 
 def technical_fraction(
@@ -160,7 +164,7 @@ def technical_fraction(
     sign = np.sign(direction).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         proximity = _ramp(-fib_distance / (c.fib_proximity_span * tolerance), -1.0, 0.0)
-        fib = proximity * (0.5 + 0.5 * np.nan_to_num(np.clip(strength, 0.0, 1.0)))
+        fib = proximity * (0.5 + 0.5 * _unit(strength))
         gap_fast = _ramp(sign * (ema_fast - ema_mid) / atr, 0.0, c.ema_gap_full_atr)
         gap_slow = _ramp(sign * (ema_mid - ema_slow) / atr, 0.0, c.ema_gap_full_atr)
     ema = 0.5 * (gap_fast + gap_slow)
@@ -184,7 +188,7 @@ def volatility_fraction(atr_ratio: FloatArray, config: ScoringConfig) -> FloatAr
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.log(atr_ratio / config.volatility_center) / config.volatility_sigma
         out = np.exp(-0.5 * z * z)
-    return np.asarray(np.nan_to_num(out, nan=0.0), dtype=np.float64)
+    return _unit(out)
 
 
 def market_fraction(adx: FloatArray, efficiency_ratio: FloatArray, config: ScoringConfig) -> FloatArray:
@@ -211,17 +215,14 @@ def score_total(fractions: Mapping[str, FloatArray], config: ScoringConfig) -> F
     """The 0-100 score from component fractions (arrays or 1-element arrays, all in [0, 1])."""
     weights = config.weights.normalised()
     # NaN counts as 0 so a warm-up gap can never produce an undefined score (tier_for_score refuses NaN).
-    total = sum(
-        weights[name] * np.clip(np.nan_to_num(np.asarray(fractions[name], dtype=np.float64)), 0.0, 1.0)
-        for name in COMPONENTS
-    )
-    return np.asarray(np.clip(total, 0.0, 100.0), dtype=np.float64)
+    total = sum(weights[name] * _unit(np.asarray(fractions[name], dtype=np.float64)) for name in COMPONENTS)
+    return np.asarray(np.fmin(np.fmax(total, 0.0), 100.0), dtype=np.float64)
 
 
 def to_signal_score(fractions: Mapping[str, float], config: ScoringConfig) -> SignalScore:
     """One setup's :class:`SignalScore` from its component fractions."""
     weights = config.weights.normalised()
     total = float(score_total({k: np.array([v]) for k, v in fractions.items()}, config)[0])
-    clean = {name: float(np.clip(np.nan_to_num(fractions[name]), 0.0, 1.0)) for name in COMPONENTS}
+    clean = {name: float(_unit(np.array([fractions[name]]))[0]) for name in COMPONENTS}
     points = {name: weights[name] * clean[name] for name in COMPONENTS}
     return SignalScore(total=total, points=MappingProxyType(points), tier=tier_for_score(total))

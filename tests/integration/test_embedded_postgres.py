@@ -77,7 +77,7 @@ def stored(server: EmbeddedServer) -> pl.DataFrame:
         engine.dispose()
 
 
-def test_starts_migrates_and_stores_candles_with_binary_copy(data_dir: Path) -> None:
+def test_starts_unprivileged_migrates_and_stores_candles_with_binary_copy(data_dir: Path) -> None:
     server = start_embedded(data_dir, database="se_embedded")
     assert server.started
     assert server.major_version == "18"
@@ -101,23 +101,16 @@ def test_starts_migrates_and_stores_candles_with_binary_copy(data_dir: Path) -> 
     assert_frame_equal(back, frame.drop("symbol"))
     assert version.startswith("18.")
     assert listen == ""  # unix socket only: nothing to reach over TCP
-
-
-def test_runs_as_an_unprivileged_user_when_we_are_root(data_dir: Path) -> None:
-    server = start_embedded(data_dir)
+    assert (server.base_dir.stat().st_mode & 0o777) == 0o700  # only its owner (and root) reach the socket
+    # PostgreSQL refuses to run as root: as root it runs as SERVER_USER, otherwise as us.
     pid = int((server.pgdata / "postmaster.pid").read_text().splitlines()[0])
-    uid = int(
-        next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:")).split()[
-            1
-        ]
-    )
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    uid = int(next(line for line in status if line.startswith("Uid:")).split()[1])
     if os.geteuid() == 0:
         assert pwd.getpwuid(uid).pw_name == SERVER_USER == server.run_as
     else:
         assert uid == os.geteuid()
         assert server.run_as is None
-    assert uid != 0
-    assert (server.base_dir.stat().st_mode & 0o777) == 0o700  # only its owner (and root) reach the socket
 
 
 def test_second_call_reuses_and_a_restart_keeps_the_data(data_dir: Path) -> None:
@@ -155,6 +148,8 @@ def free_port() -> int:
 
 
 def test_ensure_local_database_uses_a_configured_or_answering_server(data_dir: Path) -> None:
+    # A project path too long for a unix socket (sun_path holds 107 bytes) puts the socket under /tmp instead.
+    data_dir = data_dir / ("deep-" * 20)
     silent = ("127.0.0.1", free_port())
     assert ensure_local_database(False, data_dir, probe=silent) is None  # DATABASE_URL set explicitly
     with socket.create_server(("127.0.0.1", 0)) as listener:
@@ -164,5 +159,8 @@ def test_ensure_local_database_uses_a_configured_or_answering_server(data_dir: P
     server = ensure_local_database(True, data_dir, database="strategy_engine", probe=silent)
     assert server is not None
     assert server.started
+    assert server.socket_dir.parent == Path("/tmp")
     with psycopg.connect(libpq_dsn(server.url), connect_timeout=5) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("strategy_engine",)
+    server.stop()
+    assert not server.socket_dir.exists()

@@ -354,3 +354,14 @@ def test_a_multi_symbol_batch_equals_its_symbols_validated_one_by_one(rows, jump
         assert together.rejected.filter(pl.col("symbol") == symbol).height == alone.rejected.height
         assert together.flagged.filter(pl.col("symbol") == symbol).height == alone.flagged.height
     assert together.accepted.select("symbol", "ts").is_duplicated().sum() == 0
+
+
+def test_parsed_pages_of_many_symbols_validate_in_one_call() -> None:
+    pages: dict[str, list[object]] = {"A/X": [ok(1), ok(0), ok(0)], "B/X": [ok(0), [T0, "bad", 1, 1, 1, 1]], "C/X": []}
+    batch = pl.concat([parse_ccxt_rows(rows, symbol=s) for s, rows in pages.items()])
+    result = validate_frame(batch, timeframe="1m", now_ms=NOW)
+    assert result.accepted.select("symbol", "ts").rows() == [("A/X", T0), ("A/X", T0 + M), ("B/X", T0)]
+    assert result.duplicates_in_batch == 1
+    # row_index is the position in the whole batch, and the raw row survives concatenation.
+    assert result.rejected.select("row_index", "symbol", "reason").rows() == [(4, "B/X", "TYPE")]
+    assert json.loads(result.rejected["raw"][0])["row"][1] == "bad"

@@ -141,6 +141,8 @@ def test_one_series_only_and_config_checks() -> None:
     two = pl.concat([make_candles(50, symbol="A"), make_candles(50, symbol="B")])
     with pytest.raises(InvalidDataError, match="one series"):
         analyze_fibonacci(two)
+    with pytest.raises(InvalidDataError, match="atr_99"):
+        analyze_fibonacci(make_candles(50), atr_column="atr_99")
     with pytest.raises(InvalidDataError):
         FibConfig(retracement_weights=(1.0,))
     with pytest.raises(InvalidDataError):

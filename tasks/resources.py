@@ -1,0 +1,76 @@
+"""What tasks build from block names: the database engine, the cache, the market-data source.
+
+Call these from sync code: inside a running event loop Prefect's block `load` returns a coroutine.
+
+Tasks receive block names and plain values (never live clients): these factories turn them into clients.
+Engines are pooled per process and URL (built on first use, never at import).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import Engine
+
+from adapters.cache import MarketDataCache, TtlPolicy
+from adapters.sources import open_source
+from blocks.database import TimescaleDatabase
+from blocks.exchange_account import ExchangeAccount
+from blocks.market_cache import MarketCache
+from blocks.registration import require_block
+from db.engine import make_engine
+from db.migrate import require_head
+
+
+@functools.lru_cache(maxsize=8)
+def _engine(url: str, pool_size: int) -> Engine:
+    engine = make_engine(url, pool_size=pool_size)
+    require_head(engine)
+    return engine
+
+
+def engine_for(block_name: str) -> Engine:
+    """The pooled engine of the TimescaleDatabase block `block_name` (schema checked once per process)."""
+    block = require_block(TimescaleDatabase, block_name)
+    return _engine(block.url.get_secret_value(), block.pool_size)
+
+
+def cache_for(block_name: str) -> MarketDataCache:
+    """A cache client per the MarketCache block (close it when done)."""
+    block = require_block(MarketCache, block_name)
+    ttl = TtlPolicy(
+        ohlcv_min_s=block.ohlcv_ttl_min_s,
+        ohlcv_max_s=block.ohlcv_ttl_max_s,
+        order_book_ms=block.order_book_ttl_ms,
+        balance_s=block.balance_ttl_s,
+    )
+    return MarketDataCache(
+        block.redis_url.get_secret_value(),
+        key_prefix=block.key_prefix,
+        ttl=ttl,
+        socket_timeout_s=block.socket_timeout_s,
+    )
+
+
+def account_for(block_name: str) -> ExchangeAccount:
+    return require_block(ExchangeAccount, block_name)
+
+
+@asynccontextmanager
+async def source_for(account: ExchangeAccount, symbols: Sequence[str], *, history_days: int = 30) -> AsyncIterator[Any]:
+    """The account's exchange (or the replay exchange) as an async source, closed on exit."""
+    async with open_source(
+        account.exchange_id,
+        api_url=account.api_url,
+        api_key=account.api_key,
+        secret=account.secret,
+        password=account.password,
+        sandbox=account.sandbox,
+        timeout_ms=account.timeout_ms,
+        symbols=symbols,
+        history_days=history_days,
+    ) as source:
+        yield source
