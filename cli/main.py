@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from cli import backfill_command, blocks_commands, credentials_commands, data_commands, db_commands, keys_commands
+from cli import (
+    backfill_command,
+    blocks_commands,
+    credentials_commands,
+    data_commands,
+    db_commands,
+    keys_commands,
+    run_command,
+)
 from cli.common import configure_logging
 
 app = typer.Typer(
@@ -20,6 +28,7 @@ app.add_typer(blocks_commands.app, name="blocks")
 app.command("gaps")(data_commands.gaps_command)
 app.command("jobs")(data_commands.jobs_command)
 app.command("backfill")(backfill_command.backfill_command)
+app.command("run")(run_command.run_command)
 
 
 @app.callback()

@@ -1,6 +1,10 @@
 """The Prefect tasks. Each takes block names and plain values, builds its clients, does one stage, and
 returns plain, JSON-safe results. Retries: TransientError only, exponential backoff with jitter. Fetch and
 write tasks never use the result cache. Exchange I/O holds a slot of the exchange's global concurrency limit.
+
+Timeouts: tasks called in the flow's thread carry `timeout_seconds`; mapped tasks run in worker threads, where
+Prefect can only enforce a timeout after the call returns (PREFECT_NOTES), so their I/O is bounded by the
+clients' own timeouts instead (ccxt `timeout`, Redis socket timeout, PostgreSQL connect timeout).
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ def batch_name(parameters: dict[str, Any]) -> str:
     return f"{first}+{len(symbols) - 1}" if len(symbols) > 1 else first
 
 
-@task(task_run_name="ingest-{exchange}-{symbols[0]}", timeout_seconds=600, **_COMMON)
+@task(task_run_name="ingest-{exchange}-{symbols[0]}", **_COMMON)
 def ingest_task(
     *,
     exchange: str,
@@ -193,7 +197,7 @@ def warm_cache_task(
         cache.close()
 
 
-@task(task_run_name="evaluate-{exchange}-{symbols[0]}", timeout_seconds=600, **_COMMON)
+@task(task_run_name="evaluate-{exchange}-{symbols[0]}", **_COMMON)
 def evaluate_task(
     *,
     exchange: str,
