@@ -79,7 +79,8 @@ async def ingest_symbols(
     options: BackfillOptions | None = None,
 ) -> list[SymbolIngest]:
     """Ingest the newest closed candles of `symbols`; one result per symbol, failures included."""
-    options = options or BackfillOptions()
+    # One quick retry in place; longer outages are the Prefect task's retries (with backoff).
+    options = options or BackfillOptions(fetch_attempts=2, base_delay_s=0.2)
     exchange = source.exchange_id
     step = timeframe_ms(timeframe)
     end = last_closed_open(now_ms, timeframe) + step

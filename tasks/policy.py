@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect.tasks import exponential_backoff
@@ -9,7 +10,8 @@ from prefect.tasks import exponential_backoff
 from domain.errors import TransientError
 
 RETRIES = 3
-RETRY_DELAYS = exponential_backoff(backoff_factor=2)  # 2, 4, 8 s
+# 2, 4, 8 s by default; SE_TASK_RETRY_BACKOFF_S scales it (tests use a few ms).
+RETRY_DELAYS = exponential_backoff(backoff_factor=float(os.environ.get("SE_TASK_RETRY_BACKOFF_S", "2")))
 RETRY_JITTER = 0.5
 
 

@@ -20,6 +20,7 @@ os.environ.pop("PREFECT_API_URL", None)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ["SE_TASK_RETRY_BACKOFF_S"] = "0.05"  # task retries back off in ms, not seconds
 
 import psycopg  # noqa: E402
 import pytest  # noqa: E402
