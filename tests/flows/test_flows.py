@@ -73,7 +73,9 @@ def test_a_transient_fault_is_retried_to_success(db: Engine, emulator_blocks: st
     assert statuses[-1] == 200
 
 
-def test_a_permanent_fault_fails_only_that_symbols_task(db: Engine, emulator_blocks: str, emulator: BinanceEmulator) -> None:
+def test_a_permanent_fault_fails_only_that_symbols_task(
+    db: Engine, emulator_blocks: str, emulator: BinanceEmulator
+) -> None:
     emulator.reject_symbol("BBB/USDT")
     with pytest.raises(StageFailed, match="BBB/USDT"):
         ingest(exchange="binance", symbols=SYMBOLS, block=emulator_blocks, lookback=60, symbols_per_task=1)
@@ -86,8 +88,13 @@ def test_a_permanent_fault_fails_only_that_symbols_task(db: Engine, emulator_blo
 
 def test_pipeline_on_the_replay_exchange(db: Engine, pg_url: str, redis_url: str) -> None:
     prefix = make_blocks(pg_url, redis_url, exchange="replay")
-    summary = pipeline(exchange="replay", symbols=["BTC/USDT", "ETH/USDT"], block=prefix, days=3,
-                       backfill_priorities=["CRITICAL", "HIGH", "MEDIUM", "LOW"])
+    summary = pipeline(
+        exchange="replay",
+        symbols=["BTC/USDT", "ETH/USDT"],
+        block=prefix,
+        days=3,
+        backfill_priorities=["CRITICAL", "HIGH", "MEDIUM", "LOW"],
+    )
     assert stored(db) > 2 * 3 * 1440 * 0.95
     assert {r["symbol"] for r in summary["signals"]} == {"BTC/USDT", "ETH/USDT"}
     with db.connect() as conn:
