@@ -14,7 +14,7 @@ from prefect.settings import PREFECT_API_URL
 from sqlalchemy import Engine, text
 
 from tests.emulator.binance import BinanceEmulator
-from tests.flows.test_flows import SYMBOLS, emulator, emulator_blocks  # noqa: F401 - fixtures
+from tests.flows.conftest import SYMBOLS
 
 pytestmark = [pytest.mark.flows, pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def prefect(*args: str, env: dict[str, str], timeout: int = 240) -> subprocess.C
 def test_deployment_from_prefect_yaml_runs_on_a_worker(
     db: Engine,
     emulator_blocks: str,
-    emulator: BinanceEmulator,  # noqa: F811
+    emulator: BinanceEmulator,
 ) -> None:
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PREFECT_WORKER_QUERY_SECONDS": "1"}
     prefect("work-pool", "create", "local-process", "--type", "process", "--overwrite", env=env)
