@@ -1,8 +1,10 @@
 """Redis market-data cache: candle windows, order books, balances.
 
 Keys: `{prefix}:{exchange}:{kind}:{symbol}:{timeframe}` (kind = ohlcv | book | balance; `-` where a part does
-not apply). Values: msgpack maps of raw little-endian column bytes (PERF_NOTES: 2 us encode / 3.5 us decode for
-a 500-candle window, vs 11/9 us for polars IPC and 56/71 us for JSON rows; the round trip is the same).
+not apply). Candle windows are polars IPC streams: `make bench` (cache) measured a 500-candle window at 24 KB,
+~65 us encode / ~11 us decode into a polars frame, vs ~13 / 47-83 us for msgpack of raw columns (building the
+frame dominates) and ~115 / 240 us for JSON rows. Windows are read far more often than written, so decode
+wins. Order books and balances are msgpack maps.
 
 TTLs: candle windows `clamp(timeframe_seconds / 12, min, max)` (1m -> 5 s, 5m -> 25 s, >= 12m -> 60 s with the
 defaults), order books 500 ms, balances 60 s.
@@ -13,6 +15,7 @@ calling Redis for `retry_after_s`, and every read falls through to the loader. C
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgpack
-import numpy as np
 import polars as pl
 import redis
 
@@ -71,21 +73,13 @@ class CacheStats:
 
 
 def encode_window(frame: pl.DataFrame) -> bytes:
-    packed: bytes = msgpack.packb(
-        {
-            c: np.ascontiguousarray(frame[c].to_numpy(), dtype="<i8" if c == "ts" else "<f8").tobytes()
-            for c in _WINDOW_SCHEMA
-        }
-    )
-    return packed
+    buffer = io.BytesIO()
+    frame.select(list(_WINDOW_SCHEMA)).write_ipc_stream(buffer, compression="uncompressed")
+    return buffer.getvalue()
 
 
 def decode_window(payload: bytes) -> pl.DataFrame:
-    raw = msgpack.unpackb(payload)
-    return pl.DataFrame(
-        {c: np.frombuffer(raw[c], dtype="<i8" if c == "ts" else "<f8") for c in _WINDOW_SCHEMA},
-        schema=_WINDOW_SCHEMA,
-    )
+    return pl.read_ipc_stream(io.BytesIO(payload))
 
 
 @dataclass(slots=True)
