@@ -344,38 +344,41 @@ async def _run_jobs(
     *,
     answered_once: bool,
 ) -> list[BackfillJob]:
-    """Run jobs, symbols concurrently and each symbol's jobs in order; returns the jobs that finished."""
-    by_symbol: dict[str, list[BackfillJob]] = {}
+    """Run jobs in the given order (claim order: resumed first, then priority, newest first) with
+    `concurrency` workers taking the next job as they free up, so every CRITICAL page is fetched before any
+    older one, whatever the symbol. Returns the jobs that finished."""
     for job in jobs:
-        by_symbol.setdefault(job.symbol, []).append(job)
         progress = report.progress(job.symbol)
         progress.jobs += 1
         progress.candles_expected += (job.end_ms - job.checkpoint_ms) // timeframe_ms(job.timeframe)
-    semaphore = asyncio.Semaphore(max(1, options.concurrency))
+    queue: asyncio.Queue[BackfillJob] = asyncio.Queue()
+    for job in jobs:
+        queue.put_nowait(job)
     finished: list[BackfillJob] = []
 
-    async def run_symbol(symbol: str, symbol_jobs: list[BackfillJob]) -> None:
-        async with semaphore:
-            for job in symbol_jobs:
-                result = await run_job(
-                    engine,
-                    source,
-                    job,
-                    now_ms=now_ms,
-                    first_candle=firsts.get(symbol),
-                    options=options,
-                    progress=report.progress(symbol),
-                    on_page=on_page,
-                    answered_once=answered_once,
-                )
-                if result.status == "DONE":
-                    finished.append(result)
+    async def worker() -> None:
+        while not queue.empty():
+            job = queue.get_nowait()
+            result = await run_job(
+                engine,
+                source,
+                job,
+                now_ms=now_ms,
+                first_candle=firsts.get(job.symbol),
+                options=options,
+                progress=report.progress(job.symbol),
+                on_page=on_page,
+                answered_once=answered_once,
+            )
+            if result.status == "DONE":
+                finished.append(result)
 
-    outcomes = await asyncio.gather(*(run_symbol(s, js) for s, js in by_symbol.items()), return_exceptions=True)
+    workers = min(max(1, options.concurrency), max(1, len(jobs)))
+    outcomes = await asyncio.gather(*(worker() for _ in range(workers)), return_exceptions=True)
     unexpected = [o for o in outcomes if isinstance(o, BaseException)]
     if unexpected:
-        # Not an exchange error (those are recorded on their jobs): a bug or the database. The other symbols
-        # finished; jobs left open by this one resume next run. Fail loudly rather than report success.
+        # Not an exchange error (those are recorded on their jobs): a bug or the database. Jobs left open by
+        # it resume next run. Fail loudly rather than report success.
         raise unexpected[0]
     return finished
 

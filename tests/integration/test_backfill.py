@@ -206,3 +206,18 @@ def test_sigkill_at_a_random_moment_then_resume(db: Engine, emulator: BinanceEmu
     assert done.returncode == 0, done.stderr + done.stdout
     assert "resumed" in done.stdout
     assert_complete(db, emulator, symbols.split(","))
+
+
+def test_critical_pages_of_every_symbol_come_before_older_ones(db: Engine, emulator: BinanceEmulator) -> None:
+    symbols = ["AAA/USDT", "BBB/USDT", "CCC/USDT"]
+    run(db, client(emulator), symbols, concurrency=1)
+    critical_from = NOW_MS - 250 * MINUTE_MS  # PriorityPolicy(signal_timeframe="1m") in run()
+    pages = [
+        (int(r.params["startTime"]), r.params["symbol"])
+        for r in emulator.requests("klines")
+        if r.params.get("limit") != "1" and r.status == 200
+    ]
+    first_old = next(i for i, (start, _) in enumerate(pages) if start < critical_from - 1440 * MINUTE_MS)
+    critical = [i for i, (start, _) in enumerate(pages) if start >= critical_from - MINUTE_MS]
+    assert {pages[i][1] for i in critical} == {"AAAUSDT", "BBBUSDT", "CCCUSDT"}
+    assert max(critical) < first_old
