@@ -63,6 +63,7 @@ def main() -> None:
                 exchange="bench",
                 symbols=symbols,
                 signal_timeframe=TIMEFRAME,
+                timeframe=TIMEFRAME,
                 block="bench",
             )
         )

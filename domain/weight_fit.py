@@ -99,7 +99,8 @@ def fit_score_weights(
     lo, hi = (float(v) for v in np.quantile(y, [winsor, 1.0 - winsor]))
     y = np.clip(y, lo, hi)
     ones = np.ones((n, 1))
-    best_sse, best_support = float(np.sum((y - y.mean()) ** 2)), ()  # the intercept-only model
+    best_sse = float(np.sum((y - y.mean()) ** 2))  # the intercept-only model
+    best_support: tuple[int, ...] = ()
     total_ss = best_sse
     best_coef = np.asarray([y.mean()])
     for size in range(1, len(COMPONENTS) + 1):

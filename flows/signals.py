@@ -16,12 +16,14 @@ def evaluate_signals(
     exchange: str | None = None,
     symbols: list[str] | None = None,
     signal_timeframe: str | None = None,
+    timeframe: str | None = None,
     block: str | None = None,
     symbols_per_task: int | None = None,
     equity: float = 10_000.0,
 ) -> list[dict[str, Any]]:
-    """Warm the cache, evaluate every symbol (batched; a symbol's failure fails only its batch), store signals."""
-    scope = resolve(exchange, symbols, signal_timeframe=signal_timeframe, block=block)
+    """Warm the cache, evaluate every symbol (batched; a symbol's failure fails only its batch), store signals.
+    `timeframe` is the stored base timeframe the signal timeframe's candles are derived from."""
+    scope = resolve(exchange, symbols, timeframe, signal_timeframe=signal_timeframe, block=block)
     at = now_ms()
     warmed = warm_cache_task(
         exchange=scope.exchange,
