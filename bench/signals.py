@@ -6,6 +6,7 @@ Candles are stored at the signal timeframe (15m, 1,000 per symbol) so the figure
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
@@ -58,22 +59,34 @@ def main() -> None:
             )
         )
         errors = [r.error for r in plain if r.error]
-        flow_s, rows = timed(
-            lambda: evaluate_signals(
-                exchange="bench",
-                symbols=symbols,
-                signal_timeframe=TIMEFRAME,
-                timeframe=TIMEFRAME,
-                block="bench",
+        per_task_runs = {}
+        for per_task in (None, 63, 125):
+            per_task_runs[per_task] = timed(
+                functools.partial(
+                    evaluate_signals,
+                    exchange="bench",
+                    symbols=symbols,
+                    signal_timeframe=TIMEFRAME,
+                    timeframe=TIMEFRAME,
+                    block="bench",
+                    symbols_per_task=per_task,
+                )
             )
-        )
+        flow_s, rows = per_task_runs[None]
         print(f"   {N_SYMBOLS} symbols x {PER_SYMBOL} {TIMEFRAME} candles")
         print(f"   domain calls without Prefect (read + evaluate + store): {plain_s:.1f} s ({len(errors)} errors)")
         print(
-            f"   evaluate_signals flow (16 batch tasks, cache warmed): {flow_s:.1f} s for {len(rows)} results "
+            f"   evaluate_signals flow (default batching: 8 tasks, cache warmed): {flow_s:.1f} s for {len(rows)} results "
             "(target < 30 s)"
         )
         print(f"   Prefect overhead: {100 * (flow_s - plain_s) / plain_s:.0f}% (target < 50%)")
+        for per_task, (seconds, _) in per_task_runs.items():
+            if per_task is not None:
+                tasks = -(-N_SYMBOLS // per_task)
+                print(
+                    f"   same flow, {per_task} symbols per task ({tasks} tasks): {seconds:.1f} s "
+                    f"(overhead {100 * (seconds - plain_s) / plain_s:.0f}%)"
+                )
         decisions: dict[str, int] = {}
         for row in rows:
             decisions[row["decision"]] = decisions.get(row["decision"], 0) + 1
