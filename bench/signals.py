@@ -76,8 +76,8 @@ def main() -> None:
         print(f"   {N_SYMBOLS} symbols x {PER_SYMBOL} {TIMEFRAME} candles")
         print(f"   domain calls without Prefect (read + evaluate + store): {plain_s:.1f} s ({len(errors)} errors)")
         print(
-            f"   evaluate_signals flow (default batching: 8 tasks, cache warmed): {flow_s:.1f} s for {len(rows)} results "
-            "(target < 30 s)"
+            f"   evaluate_signals flow (default batching: 8 tasks, cache warmed): {flow_s:.1f} s "
+            f"for {len(rows)} results (target < 30 s)"
         )
         print(f"   Prefect overhead: {100 * (flow_s - plain_s) / plain_s:.0f}% (target < 50%)")
         for per_task, (seconds, _) in per_task_runs.items():

@@ -50,7 +50,8 @@ def now_ms() -> int:
 
 def batches(symbols: Sequence[str], per_task: int | None, *, max_tasks: int = 8) -> list[list[str]]:
     """Symbols per task: one task per symbol for small sets, else ~`max_tasks` batches. Prefect costs ~30-60 ms
-    of server recording per task run here, so 500 symbols as 8 tasks beat 500 tasks (PREFECT_NOTES; `make bench` signals measured 8 tasks faster than 16 or 4)."""
+    of server recording per task run here, so 500 symbols as 8 tasks beat 500 tasks (PREFECT_NOTES); `make bench`
+    (signals) measured 8 tasks faster than 16 or 4."""
     if per_task is None:
         per_task = max(1, -(-len(symbols) // max_tasks))
     return [list(symbols[i : i + per_task]) for i in range(0, len(symbols), per_task)]
