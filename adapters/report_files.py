@@ -6,8 +6,9 @@
 (``matplotlib.figure.Figure``), so no global backend is switched and no display is needed.
 
 Every table says which data it comes from: the result's description (series, timeframe, candle counts), the
-population (``traded``: the replay's closed trades; ``all scored setups``: every scored setup taken one at a
-time per symbol regardless of score, hypothetical) and, side by side, the random-walk control.
+population (``traded``: the replay's closed trades; ``scored setups, one at a time`` and ``every scored setup
+bar``: hypothetical trades of scored setups regardless of score, see :mod:`domain.backtest_replay`) and, side
+by side, the random-walk control.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def _correlation_rows(label: str, estimates: Sequence[CorrelationEstimate]) -> l
             label,
             e.population,
             str(e.n),
+            str(e.clusters),
             _ci(e.pearson, e.pearson_ci),
             "yes" if e.zero_in_pearson_ci else "no",
             _ci(e.spearman, e.spearman_ci),
@@ -70,7 +72,16 @@ def _correlation_rows(label: str, estimates: Sequence[CorrelationEstimate]) -> l
     ]
 
 
-_CORRELATION_HEADERS = ("data", "population", "n", "Pearson [CI]", "0 in CI", "Spearman [CI]", "0 in CI")
+_CORRELATION_HEADERS = (
+    "data",
+    "population",
+    "n",
+    "resampled units",
+    "Pearson [CI]",
+    "0 in CI",
+    "Spearman [CI]",
+    "0 in CI",
+)
 
 
 def _metrics_rows(columns: Sequence[PerformanceMetrics]) -> list[list[str]]:
@@ -128,6 +139,7 @@ def _period_rows(label: str, periods: pl.DataFrame) -> list[list[str]]:
             "in-sample (train)" if row["period"] == "train" else "out-of-sample (test)",
             str(row["population"]),
             str(row["n"]),
+            str(row["clusters"]),
             _ci(row["pearson"], (row["pearson_lo"], row["pearson_hi"])),
             _ci(row["spearman"], (row["spearman_lo"], row["spearman_hi"])),
             _num(row["mean_r"]),
@@ -159,6 +171,15 @@ def _weights_line(result: BacktestResult) -> str:
     fitted = cal.fit.weights
     extra = "" if fitted is None else "; fitted: " + ", ".join(f"{k} {v:.1f}" for k, v in fitted.normalised().items())
     return f"{text}{extra} ({cal.fit.note}; R-squared {_num(cal.fit.r_squared)})"
+
+
+_POPULATION_NOTE = (
+    "`traded`: the replay's closed trades (scores >= 60 only; resampled per trade). `scored setups, one at a"
+    " time`: every scored setup (ENTER, SKIP and REJECT) taken one at a time per symbol regardless of score,"
+    " hypothetical, non-overlapping (resampled per setup). `every scored setup bar`: every bar with a setup and"
+    " its own hypothetical trade; overlapping, so the interval resamples whole Fibonacci legs (resampled units"
+    " = legs). Spearman intervals reuse the full sample's ranks."
+)
 
 
 def backtest_markdown(result: BacktestResult, *, images: Sequence[str] = ()) -> str:
@@ -212,8 +233,7 @@ def backtest_markdown(result: BacktestResult, *, images: Sequence[str] = ()) -> 
         "",
         "## Does the score predict realised R?",
         "",
-        "`traded`: the replay's closed trades (scores >= 60 only). `all scored setups`: every scored setup taken"
-        " one at a time per symbol regardless of score (hypothetical; SKIP and REJECT included).",
+        _POPULATION_NOTE,
         "",
         _table(
             _CORRELATION_HEADERS,
@@ -231,7 +251,7 @@ def backtest_markdown(result: BacktestResult, *, images: Sequence[str] = ()) -> 
             + (_calibration_rows("control", control.calibration_traded, keep_empty=True) if control else []),
         ),
         "",
-        "### All scored setups (hypothetical, non-empty buckets)",
+        "### Scored setups, one at a time (hypothetical, non-empty buckets)",
         "",
         _table(
             _CALIBRATION_HEADERS,
@@ -239,13 +259,21 @@ def backtest_markdown(result: BacktestResult, *, images: Sequence[str] = ()) -> 
             + (_calibration_rows("control", control.calibration_setups, keep_empty=False) if control else []),
         ),
         "",
+        "### Every scored setup bar (hypothetical, overlapping, non-empty buckets)",
+        "",
+        _table(
+            _CALIBRATION_HEADERS,
+            _calibration_rows("real", result.calibration_every, keep_empty=False)
+            + (_calibration_rows("control", control.calibration_every, keep_empty=False) if control else []),
+        ),
+        "",
         "## Score weights: in-sample vs out-of-sample",
         "",
         f"Real: {_weights_line(result)}.",
         "",
         *([f"Control: {_weights_line(control)}.", ""] if control else []),
-        "Train = setups signalled AND closed before each series' split (the fit saw only these); test = signalled"
-        " from the split on.",
+        "Train = signalled AND closed before each series' split (the fit saw only the training part of every scored"
+        " setup bar); test = signalled from the split on. Fitted weights come from a second replay.",
         "",
     ]
     periods = _period_rows("real", result.calibration.periods) if result.calibration else []
@@ -273,6 +301,8 @@ def pooled_markdown(real: PooledSummary, control: PooledSummary | None = None) -
         "",
         "## Correlation of score with realised R",
         "",
+        _POPULATION_NOTE,
+        "",
         _table(_CORRELATION_HEADERS, [row for label, s in both for row in _correlation_rows(label, s.correlations)]),
         "",
         "## Expectancy per tier",
@@ -286,11 +316,18 @@ def pooled_markdown(real: PooledSummary, control: PooledSummary | None = None) -
             [row for label, s in both for row in _calibration_rows(label, s.calibration_traded, keep_empty=True)],
         ),
         "",
-        "## Calibration, all scored setups (non-empty buckets)",
+        "## Calibration, scored setups one at a time (non-empty buckets)",
         "",
         _table(
             _CALIBRATION_HEADERS,
             [row for label, s in both for row in _calibration_rows(label, s.calibration_setups, keep_empty=False)],
+        ),
+        "",
+        "## Calibration, every scored setup bar (non-empty buckets)",
+        "",
+        _table(
+            _CALIBRATION_HEADERS,
+            [row for label, s in both for row in _calibration_rows(label, s.calibration_every, keep_empty=False)],
         ),
         "",
         "## In-sample vs out-of-sample (weights fitted per run on its training period)",
@@ -325,10 +362,14 @@ def _curve_plot(result: BacktestResult, column: str, path: Path, *, ylabel: str,
 
 
 def _calibration_plot(result: BacktestResult, path: Path) -> None:
-    fig = Figure(figsize=(11, 4.5))
-    panels = (("traded", "calibration_traded"), ("all scored setups (hypothetical)", "calibration_setups"))
+    fig = Figure(figsize=(15, 4.5))
+    panels = (
+        ("traded", "calibration_traded"),
+        ("scored setups, one at a time", "calibration_setups"),
+        ("every scored setup bar", "calibration_every"),
+    )
     for k, (title, attr) in enumerate(panels):
-        ax = fig.add_subplot(1, 2, k + 1)
+        ax = fig.add_subplot(1, 3, k + 1)
         for label, res, marker in (("real", result, "o"), ("control", result.control, "s")):
             if res is None:
                 continue
@@ -355,7 +396,7 @@ def _scatter_plot(result: BacktestResult, path: Path) -> None:
         ax = fig.add_subplot(1, 2, k + 1)
         setups = res.run.setups.filter(pl.col("r_multiple").is_not_null())
         trades = res.run.trades.filter(pl.col("r_multiple").is_not_null())
-        ax.scatter(setups["score"], setups["r_multiple"], s=6, alpha=0.4, label="all scored setups")
+        ax.scatter(setups["score"], setups["r_multiple"], s=6, alpha=0.4, label="scored setups, one at a time")
         ax.scatter(trades["score"], trades["r_multiple"], s=6, alpha=0.4, label="traded")
         ax.axhline(0.0, color="grey", linewidth=0.8)
         ax.axvline(60.0, color="red", linewidth=0.8, linestyle="--")

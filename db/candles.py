@@ -7,6 +7,9 @@ are COPYed into a temporary staging table and merged with one
 duplicate (nothing is written); a different one is a revision (revision + 1). Re-ingesting a batch changes
 nothing.
 
+Every insert also counts the new candles per series and bucket of BUCKET_CANDLES candles into candle_counts
+(same transaction), so a full gap scan can skip complete buckets.
+
 Frames use the candle schema: `symbol` Utf8, `ts` Int64 (epoch ms, candle open), open/high/low/close/volume
 Float64.
 """
@@ -23,10 +26,40 @@ from sqlalchemy import Connection, text
 
 from db.binary_copy import HEADER, TRAILER, decode_fixed, encode_rows
 from domain.errors import InvalidDataError
+from domain.timeframes import timeframe_ms
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 _COPY_COLUMNS = "exchange, symbol, timeframe, ts, open, high, low, close, volume"
 _STAGE = "se_candle_stage"
+BUCKET_CANDLES = 60  # candle_counts granularity: 1 hour of 1m candles
+_BUCKET = "date_bin(CAST(:bucket_ms AS bigint) * interval '1 millisecond', {0}, to_timestamp(0))"
+
+
+def bucket_ms(timeframe: str) -> int:
+    """Width of a candle_counts bucket, in ms (buckets start at multiples of it since the epoch)."""
+    return BUCKET_CANDLES * timeframe_ms(timeframe)
+
+
+def _add_counts(conn: Connection, frame: pl.DataFrame, *, exchange: str, timeframe: str) -> None:
+    """Count newly inserted candles into candle_counts (frame: the inserted rows)."""
+    width = bucket_ms(timeframe)
+    counts = frame.group_by("symbol", (pl.col("ts") - pl.col("ts") % width).alias("bucket")).len()
+    conn.execute(
+        text(
+            "INSERT INTO candle_counts AS k (exchange, symbol, timeframe, bucket, n)"
+            " SELECT :exchange, u.symbol, :timeframe, to_timestamp(u.bucket / 1000.0), u.n"
+            " FROM unnest(CAST(:symbols AS text[]), CAST(:buckets AS bigint[]), CAST(:n AS int[]))"
+            " AS u(symbol, bucket, n)"
+            " ON CONFLICT (exchange, symbol, timeframe, bucket) DO UPDATE SET n = k.n + EXCLUDED.n"
+        ),
+        {
+            "exchange": exchange,
+            "timeframe": timeframe,
+            "symbols": counts["symbol"].to_list(),
+            "buckets": counts["bucket"].to_list(),
+            "n": counts["len"].to_list(),
+        },
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +173,7 @@ def upsert_candles(
         savepoint = conn.begin_nested()
         try:
             _copy_groups(conn, "candles", groups, (exchange, timeframe))
+            _add_counts(conn, frame.filter(pl.col("symbol").is_in(fresh)), exchange=exchange, timeframe=timeframe)
             savepoint.commit()
             counts.update({s: SymbolCounts(received=received[s], inserted=received[s]) for s in fresh})
         except psycopg.errors.UniqueViolation:
@@ -177,13 +211,19 @@ def _merge(
                     volume = EXCLUDED.volume, revision = c.revision + 1, ingested_at = now()
                 WHERE (c.open, c.high, c.low, c.close, c.volume)
                       IS DISTINCT FROM (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume)
-                RETURNING c.symbol, (c.xmax = 0) AS inserted
+                RETURNING c.symbol, c.ts, (c.xmax = 0) AS inserted
+            ),
+            counted AS (
+                INSERT INTO candle_counts AS k (exchange, symbol, timeframe, bucket, n)
+                SELECT :exchange, symbol, :timeframe, {_BUCKET.format("ts")}, count(*)
+                FROM upserted WHERE inserted GROUP BY 2, 4
+                ON CONFLICT (exchange, symbol, timeframe, bucket) DO UPDATE SET n = k.n + EXCLUDED.n
             )
             SELECT symbol, count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
             FROM upserted GROUP BY symbol
             """
         ),
-        {"exchange": exchange, "timeframe": timeframe},
+        {"exchange": exchange, "timeframe": timeframe, "bucket_ms": bucket_ms(timeframe)},
     ).all()
     written = {symbol: (int(ins), int(rev)) for symbol, ins, rev in rows}
     conn.execute(text(f"DELETE FROM {_STAGE}"))

@@ -1,7 +1,8 @@
 """Gap detection in SQL, confirmed-empty ranges, market first candles and completeness watermarks.
 
-One query for a set of symbols: a `lag(ts)` window over the primary-key index (one row per hole, PERF_NOTES:
-fastest of the SQL variants), plus the edges of the scanned range that `lag` cannot see. Each series keeps a
+One query for a set of symbols: per-bucket candle counts (kept by every upsert) rule out the complete stretches,
+then a `lag(ts)` window over the primary-key index (one row per hole, PERF_NOTES: fastest of the SQL variants)
+walks only the incomplete buckets, plus their edges, which `lag` cannot see. Each series keeps a
 watermark [complete_from, complete_until): a scan of a range starting inside it begins at complete_until, so a
 routine scan after an ingest reads only the newest candles.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
+from db.candles import BUCKET_CANDLES, bucket_ms
 from domain.gaps import Gap, subtract_ranges
 from domain.timeframes import timeframe_ms
 
@@ -26,12 +28,17 @@ class ScanResult:
     scanned_from: dict[str, int]  # per symbol, where this scan actually began (after watermark/listing)
 
 
-_SERIES = (
-    "c.exchange = :exchange AND c.symbol = s.symbol AND c.timeframe = :timeframe"
-    f" AND c.ts >= s.lo AND c.ts < {_TS.format(':end')}"
+_IN_BUCKET = (
+    "c.exchange = :exchange AND c.symbol = i.symbol AND c.timeframe = :timeframe AND c.ts >= i.lo AND c.ts < i.hi"
 )
-# Per symbol (LATERAL), so each window runs over one index-ordered scan: no sort, and only gap rows leave it.
-# The edges of the range, which `lag` cannot see, are two index probes per symbol.
+_STEP = "CAST(:step AS bigint) * interval '1 millisecond'"
+_WIDTH = "CAST(:bucket_ms AS bigint) * interval '1 millisecond'"
+# 1. `s`: where each series' scan begins (range start, market listing, watermark).
+# 2. `inc`: the buckets of BUCKET_CANDLES candles holding fewer candles than they should, by candle_counts
+#    (kept by every upsert). Complete buckets cannot hold a gap and are skipped; the partial first and last
+#    buckets are always verified.
+# 3. Inside each incomplete bucket: a `lag(ts)` walk (index-ordered, only gap rows leave it) plus its two edges.
+#    Gaps crossing bucket edges come out in pieces that find_gaps joins back together.
 _GAP_SQL = f"""
 WITH s AS MATERIALIZED (
     SELECT u.symbol,
@@ -43,23 +50,43 @@ WITH s AS MATERIALIZED (
     LEFT JOIN markets m ON m.exchange = :exchange AND m.symbol = u.symbol AND m.timeframe = :timeframe
     LEFT JOIN series_watermarks w
            ON w.exchange = :exchange AND w.symbol = u.symbol AND w.timeframe = :timeframe
+),
+inc AS MATERIALIZED (
+    SELECT s.symbol, greatest(b.b_lo, s.lo) AS lo, least(b.b_lo + {_WIDTH}, {_TS.format(":end")}) AS hi
+    FROM s CROSS JOIN LATERAL generate_series(
+        date_bin({_WIDTH}, s.lo, to_timestamp(0)), {_TS.format(":end")} - {_STEP}, {_WIDTH}
+    ) AS b(b_lo)
+    LEFT JOIN candle_counts k
+           ON k.exchange = :exchange AND k.symbol = s.symbol AND k.timeframe = :timeframe AND k.bucket = b.b_lo
+    WHERE s.lo < {_TS.format(":end")}
+      AND (coalesce(k.n, 0) < :bucket_candles OR b.b_lo < s.lo OR b.b_lo + {_WIDTH} > {_TS.format(":end")})
 )
-SELECT s.symbol, g.gap_start, g.gap_end FROM s CROSS JOIN LATERAL (
+SELECT i.symbol, g.gap_start, g.gap_end FROM inc i CROSS JOIN LATERAL (
     SELECT {_MS.format("w.prev")} + :step AS gap_start, {_MS.format("w.ts")} AS gap_end
-    FROM (SELECT c.ts, lag(c.ts) OVER (ORDER BY c.ts) AS prev FROM candles c WHERE {_SERIES}) w
-    WHERE w.ts - w.prev > :step * interval '1 millisecond'
+    FROM (SELECT c.ts, lag(c.ts) OVER (ORDER BY c.ts) AS prev FROM candles c WHERE {_IN_BUCKET}) w
+    WHERE w.ts - w.prev > {_STEP}
 ) g
 UNION ALL
-SELECT s.symbol, {_MS.format("s.lo")}, coalesce({_MS.format("f.ts")}, :end)
-FROM s LEFT JOIN LATERAL (SELECT c.ts FROM candles c WHERE {_SERIES} ORDER BY c.ts LIMIT 1) f ON true
-WHERE s.lo < coalesce(f.ts, {_TS.format(":end")})
+SELECT i.symbol, {_MS.format("i.lo")}, coalesce({_MS.format("f.ts")}, {_MS.format("i.hi")})
+FROM inc i LEFT JOIN LATERAL (SELECT c.ts FROM candles c WHERE {_IN_BUCKET} ORDER BY c.ts LIMIT 1) f ON true
+WHERE i.lo < coalesce(f.ts, i.hi)
 UNION ALL
-SELECT s.symbol, {_MS.format("l.ts")} + :step, :end
-FROM s JOIN LATERAL (SELECT c.ts FROM candles c WHERE {_SERIES} ORDER BY c.ts DESC LIMIT 1) l ON true
-WHERE l.ts + :step * interval '1 millisecond' < {_TS.format(":end")}
+SELECT i.symbol, {_MS.format("l.ts")} + :step, {_MS.format("i.hi")}
+FROM inc i JOIN LATERAL (SELECT c.ts FROM candles c WHERE {_IN_BUCKET} ORDER BY c.ts DESC LIMIT 1) l ON true
+WHERE l.ts + {_STEP} < i.hi
 UNION ALL
 SELECT s.symbol, NULL, {_MS.format("s.lo")} FROM s
 """
+
+
+def _join_adjacent(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
 
 
 def find_gaps(
@@ -92,6 +119,8 @@ def find_gaps(
             "end": end_ms,
             "step": step,
             "use_watermark": use_watermark,
+            "bucket_ms": bucket_ms(timeframe),
+            "bucket_candles": BUCKET_CANDLES,
         },
     ).all()
     raw: dict[str, list[tuple[int, int]]] = {s: [] for s in symbols}
@@ -104,7 +133,7 @@ def find_gaps(
     empty = _empty_ranges(conn, exchange, timeframe, scanned_from, end_ms)
     gaps: list[Gap] = []
     for symbol, ranges in raw.items():
-        for lo, hi in sorted(ranges):
+        for lo, hi in _join_adjacent(ranges):
             gaps.extend(Gap(symbol, a, b) for a, b in subtract_ranges(lo, hi, empty.get(symbol, [])))
     if update_watermark:
         _advance_watermarks(conn, exchange, timeframe, start_ms, end_ms, scanned_from, gaps)

@@ -74,6 +74,17 @@ candles = Table(
     PrimaryKeyConstraint("exchange", "symbol", "timeframe", "ts"),
 )
 
+# Stored candles per series and bucket of BUCKET_CANDLES candles, kept by every upsert in the same statement.
+# A full gap scan walks only the buckets holding fewer candles than they should (see db/gaps.py).
+candle_counts = Table(
+    "candle_counts",
+    metadata,
+    *_series(),
+    _tstz("bucket"),
+    Column("n", Integer, nullable=False),
+    PrimaryKeyConstraint("exchange", "symbol", "timeframe", "bucket"),
+)
+
 candle_quarantine = Table(
     "candle_quarantine",
     metadata,

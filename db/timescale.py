@@ -538,6 +538,9 @@ def apply_retention(conn: Connection, older_than: timedelta, *, now: datetime | 
         text("SELECT COALESCE(CAST(:now AS timestamptz), now()) - CAST(:age AS interval)"),
         {"now": now, "age": older_than},
     ).scalar_one()
+    # Gap scans trust candle_counts only to skip complete buckets; a missing count row just means "verify",
+    # so dropping every bucket that starts before the cutoff keeps them safe whatever retention removes.
+    conn.execute(text("DELETE FROM candle_counts WHERE bucket < :cutoff"), {"cutoff": cutoff})
     mode = storage_mode(conn)
     if mode is StorageMode.PLAIN:
         deleted = conn.execute(text("DELETE FROM candles WHERE ts < :cutoff"), {"cutoff": cutoff}).rowcount

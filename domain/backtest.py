@@ -5,7 +5,8 @@
 with fees and slippage), measures it (:mod:`domain.backtest_stats`), and, when asked:
 
 - fits the score weights on the TRAINING part of every series (the oldest ``train_fraction`` of its bars;
-  only setups signalled AND closed before the split) and replays again with them, reporting in-sample and
+  only setup bars signalled AND closed before the split, from the widest population, every scored setup
+  bar) and replays again with them, reporting in-sample and
   out-of-sample figures side by side for the default and the fitted weights (:mod:`domain.weight_fit`);
 - runs the same backtest on seeded random walks matched to the input series (``controls``): a pure random
   walk has no edge, so there the score must not predict R (correlation near 0, 0 inside its interval).
@@ -23,6 +24,8 @@ Frames of a :class:`~domain.backtest_replay.ReplayRun` (times in epoch ms, money
   regardless of score: symbol, signal_ts, signal_idx, score, tier, decision (enter / skip / reject),
   direction, setup, the five component fractions ``f_*``, status, entry_ts, exit_ts, exit_kind,
   r_multiple, traded (the real path took the same bar).
+- ``every_setup``: every setup bar with its own hypothetical trade (overlapping): symbol, signal_ts,
+  signal_idx, leg (Fibonacci leg id, the bootstrap cluster), score, ``f_*``, status, exit_ts, r_multiple.
 - ``evaluations``: every ``evaluate_at`` call: symbol, signal_ts, signal_idx, candidate, hypothetical,
   score, tier, decision, confidence, direction, setup, ``f_*``, action (what the real path did).
 - ``equity``: ts (a bar CLOSE), equity (mark-to-market), drawdown (fraction below the running peak).
@@ -57,7 +60,10 @@ from domain.timeframes import MINUTE_MS, timeframe_ms
 from domain.weight_fit import WeightFit, fit_score_weights
 
 __all__ = [
+    "ALL_BUCKETS",
     "ALL_SETUPS",
+    "EVERY_SETUP",
+    "POPULATIONS",
     "TRADED",
     "BacktestConfig",
     "BacktestResult",
@@ -73,8 +79,10 @@ __all__ = [
 ]
 
 TRADED = "traded"
-ALL_SETUPS = "all scored setups"
-#: Buckets for the whole-score-range calibration of the hypothetical population (0-5, ..., 95-100).
+ALL_SETUPS = "scored setups, one at a time"
+EVERY_SETUP = "every scored setup bar"
+POPULATIONS: tuple[str, ...] = (TRADED, ALL_SETUPS, EVERY_SETUP)
+#: Buckets for the whole-score-range calibration of the hypothetical populations (0-5, ..., 95-100).
 ALL_BUCKETS: tuple[float, ...] = tuple(float(x) for x in range(0, 101, 5))
 
 
@@ -82,7 +90,7 @@ ALL_BUCKETS: tuple[float, ...] = tuple(float(x) for x in range(0, 101, 5))
 class WeightCalibration:
     """The weight fit and its honest evaluation. ``periods`` has one row per (weights, period, population):
     weights "default" or "fitted", period "train" (signalled and closed before each series' split) or "test"
-    (signalled from the split on), population :data:`TRADED` or :data:`ALL_SETUPS`; columns n, pearson,
+    (signalled from the split on), population one of :data:`POPULATIONS`; columns n, clusters, pearson,
     pearson_lo/hi, spearman, spearman_lo/hi, mean_r, win_rate; ``samples`` are the rows behind it
     (:func:`period_samples`), kept so several results can be pooled."""
 
@@ -94,7 +102,11 @@ class WeightCalibration:
 
 @dataclass(frozen=True, eq=False)
 class BacktestResult:
-    """Everything one backtest measured; ``control`` is the same backtest on matched random walks."""
+    """Everything one backtest measured; ``control`` is the same backtest on matched random walks.
+
+    ``correlations`` has one estimate per population in :data:`POPULATIONS` order; ``calibration_traded``
+    uses the issue's buckets 60-65 ... 95-100, ``calibration_setups``/``calibration_every`` (the two
+    hypothetical populations) 0-5 ... 95-100."""
 
     timeframe: str
     seed: int
@@ -104,6 +116,7 @@ class BacktestResult:
     tiers: pl.DataFrame
     calibration_traded: pl.DataFrame
     calibration_setups: pl.DataFrame
+    calibration_every: pl.DataFrame
     correlations: tuple[CorrelationEstimate, ...]
     calibration: WeightCalibration | None
     control: BacktestResult | None
@@ -112,6 +125,30 @@ class BacktestResult:
 
 def _closed(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.filter((pl.col("status") == "CLOSED") & pl.col("r_multiple").is_not_null())
+
+
+def _populations(run: ReplayRun) -> list[tuple[str, pl.DataFrame]]:
+    """Closed rows of each population with a ``cluster`` column: the resampling unit of its bootstrap (a
+    trade or setup on its own; for every setup bar, its symbol's Fibonacci leg)."""
+    one = pl.format("{}#{}", "symbol", "signal_idx").alias("cluster")
+    leg = pl.format("{}#leg{}", "symbol", "leg").alias("cluster")
+    return [
+        (TRADED, _closed(run.trades).with_columns(one)),
+        (ALL_SETUPS, _closed(run.setups).with_columns(one)),
+        (EVERY_SETUP, _closed(run.every_setup).with_columns(leg)),
+    ]
+
+
+def _estimate(frame: pl.DataFrame, population: str, config: BacktestConfig, seed: int) -> CorrelationEstimate:
+    return correlation_with_ci(
+        frame["score"].to_numpy(),
+        frame["r_multiple"].to_numpy(),
+        population=population,
+        clusters=frame["cluster"].to_numpy(),
+        resamples=config.bootstrap_resamples,
+        confidence=config.confidence,
+        seed=seed,
+    )
 
 
 def _with_period(frame: pl.DataFrame, series: pl.DataFrame) -> pl.DataFrame:
@@ -129,48 +166,43 @@ def _with_period(frame: pl.DataFrame, series: pl.DataFrame) -> pl.DataFrame:
 
 
 def period_samples(run: ReplayRun, *, weights: str) -> pl.DataFrame:
-    """Closed trades and closed hypothetical setups of ``run`` labelled by period (see
-    :class:`WeightCalibration`): columns weights, population, period, symbol, score, r_multiple."""
+    """Every population of ``run`` labelled by period (see :class:`WeightCalibration`): columns weights,
+    population, period, symbol, cluster, score, r_multiple."""
     parts = [
-        _with_period(_closed(frame), run.series)
+        _with_period(frame, run.series)
         .filter(pl.col("period").is_not_null())
         .select(
             pl.lit(weights).alias("weights"),
             pl.lit(population).alias("population"),
             "period",
             "symbol",
+            "cluster",
             "score",
             "r_multiple",
         )
-        for population, frame in ((TRADED, run.trades), (ALL_SETUPS, run.setups))
+        for population, frame in _populations(run)
     ]
     return pl.concat(parts)
 
 
-def period_table(samples: pl.DataFrame, *, resamples: int, confidence: float, seed: int) -> pl.DataFrame:
+def period_table(samples: pl.DataFrame, *, config: BacktestConfig, seed: int) -> pl.DataFrame:
     """Score-vs-R statistics per (weights, period, population) of :func:`period_samples` output."""
     rows = []
     for weights in samples["weights"].unique(maintain_order=True).to_list():
-        for population in (TRADED, ALL_SETUPS):
+        for population in POPULATIONS:
             for period in ("train", "test"):
                 part = samples.filter(
                     (pl.col("weights") == weights) & (pl.col("population") == population) & (pl.col("period") == period)
                 )
                 r = part["r_multiple"].to_numpy()
-                est = correlation_with_ci(
-                    part["score"].to_numpy(),
-                    r,
-                    population=population,
-                    resamples=resamples,
-                    confidence=confidence,
-                    seed=seed,
-                )
+                est = _estimate(part, population, config, seed)
                 rows.append(
                     {
                         "weights": weights,
                         "period": period,
                         "population": population,
                         "n": est.n,
+                        "clusters": est.clusters,
                         "pearson": est.pearson,
                         "pearson_lo": est.pearson_ci[0],
                         "pearson_hi": est.pearson_ci[1],
@@ -185,8 +217,10 @@ def period_table(samples: pl.DataFrame, *, resamples: int, confidence: float, se
 
 
 def _calibrate(market: tuple[PreparedSeries, ...], run: ReplayRun, seed: int) -> WeightCalibration:
+    """Fit on the training part of every scored setup bar (the widest population), replay with the fitted
+    weights, and tabulate both weight sets on both periods."""
     cfg = run.config
-    train = _with_period(_closed(run.setups), run.series).filter(pl.col("period") == "train")
+    train = _with_period(_closed(run.every_setup), run.series).filter(pl.col("period") == "train")
     fit = fit_score_weights(
         {name: train[f"f_{name}"].to_numpy() for name in COMPONENTS},
         train["r_multiple"].to_numpy(),
@@ -198,8 +232,7 @@ def _calibrate(market: tuple[PreparedSeries, ...], run: ReplayRun, seed: int) ->
         refit = replay(market, config=cfg.with_weights(fit.weights))
         samples.append(period_samples(refit, weights="fitted"))
     pooled = pl.concat(samples)
-    periods = period_table(pooled, resamples=cfg.bootstrap_resamples, confidence=cfg.confidence, seed=seed)
-    return WeightCalibration(fit=fit, run=refit, samples=pooled, periods=periods)
+    return WeightCalibration(fit=fit, run=refit, samples=pooled, periods=period_table(pooled, config=cfg, seed=seed))
 
 
 def _robust_volatility(close: np.ndarray) -> float:
@@ -287,23 +320,16 @@ def run_backtest(
     cfg = config or BacktestConfig()
     market = prepare_market(candles_by_symbol, timeframe=timeframe, config=cfg)
     run = replay(market, config=cfg)
-    traded, setups = _closed(run.trades), _closed(run.setups)
-    correlations = tuple(
-        correlation_with_ci(
-            frame["score"].to_numpy(),
-            frame["r_multiple"].to_numpy(),
-            population=population,
-            resamples=cfg.bootstrap_resamples,
-            confidence=cfg.confidence,
-            seed=seed,
-        )
-        for population, frame in ((TRADED, traded), (ALL_SETUPS, setups))
-    )
-    calibration = _calibrate(market, run, seed) if cfg.fit_weights and cfg.hypothetical else None
+    populations = _populations(run)
+    calibration = _calibrate(market, run, seed) if cfg.fit_weights else None
     control = None
     if controls > 0:
         walks = random_walk_controls(candles_by_symbol, timeframe=timeframe, count=controls, seed=seed)
         control = run_backtest(walks, timeframe=timeframe, config=cfg, seed=seed, label="random-walk control")
+    tables = [
+        calibration_table(f["score"].to_numpy(), f["r_multiple"].to_numpy(), edges=ALL_BUCKETS) for _, f in populations
+    ]
+    traded = populations[0][1]
     return BacktestResult(
         timeframe=timeframe,
         seed=seed,
@@ -312,10 +338,9 @@ def run_backtest(
         metrics=performance_metrics(run.trades, run.equity, initial_equity=cfg.initial_equity),
         tiers=tier_table(run.trades),
         calibration_traded=calibration_table(traded["score"].to_numpy(), traded["r_multiple"].to_numpy()),
-        calibration_setups=calibration_table(
-            setups["score"].to_numpy(), setups["r_multiple"].to_numpy(), edges=ALL_BUCKETS
-        ),
-        correlations=correlations,
+        calibration_setups=tables[1],
+        calibration_every=tables[2],
+        correlations=tuple(_estimate(frame, name, cfg, seed) for name, frame in populations),
         calibration=calibration,
         control=control,
         description=_describe(run, label),
@@ -333,6 +358,7 @@ class PooledSummary:
     correlations: tuple[CorrelationEstimate, ...]
     calibration_traded: pl.DataFrame
     calibration_setups: pl.DataFrame
+    calibration_every: pl.DataFrame
     tiers: pl.DataFrame
     periods: pl.DataFrame | None
 
@@ -347,33 +373,20 @@ def pool_results(results: Sequence[BacktestResult], *, label: str, seed: int = 0
     if not results:
         raise InvalidDataError("pool_results: nothing to pool")
     cfg = results[0].config
-    traded = pl.concat([_closed(r.run.trades) for r in results])
-    setups = pl.concat([_closed(r.run.setups) for r in results])
-    correlations = tuple(
-        correlation_with_ci(
-            frame["score"].to_numpy(),
-            frame["r_multiple"].to_numpy(),
-            population=population,
-            resamples=cfg.bootstrap_resamples,
-            confidence=cfg.confidence,
-            seed=seed,
-        )
-        for population, frame in ((TRADED, traded), (ALL_SETUPS, setups))
-    )
+    frames = {name: pl.concat([dict(_populations(r.run))[name] for r in results]) for name in POPULATIONS}
     samples = [r.calibration.samples for r in results if r.calibration is not None]
-    periods = (
-        period_table(pl.concat(samples), resamples=cfg.bootstrap_resamples, confidence=cfg.confidence, seed=seed)
-        if samples
-        else None
-    )
+    traded = frames[TRADED]
     return PooledSummary(
         label=label,
         sources=tuple(r.description for r in results),
-        correlations=correlations,
+        correlations=tuple(_estimate(frames[name], name, cfg, seed) for name in POPULATIONS),
         calibration_traded=calibration_table(traded["score"].to_numpy(), traded["r_multiple"].to_numpy()),
         calibration_setups=calibration_table(
-            setups["score"].to_numpy(), setups["r_multiple"].to_numpy(), edges=ALL_BUCKETS
+            frames[ALL_SETUPS]["score"].to_numpy(), frames[ALL_SETUPS]["r_multiple"].to_numpy(), edges=ALL_BUCKETS
+        ),
+        calibration_every=calibration_table(
+            frames[EVERY_SETUP]["score"].to_numpy(), frames[EVERY_SETUP]["r_multiple"].to_numpy(), edges=ALL_BUCKETS
         ),
         tiers=tier_table(pl.concat([r.run.trades for r in results])),
-        periods=periods,
+        periods=period_table(pl.concat(samples), config=cfg, seed=seed) if samples else None,
     )

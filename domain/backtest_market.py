@@ -132,7 +132,8 @@ class PreparedSeries:
 
     ``close_ts`` is each bar's close (its open ``ts`` + one timeframe, ms): the moment the bar can act.
     ``returns`` are per-bar simple returns of the close (NaN for the first bar). ``setups`` are the bars
-    with a direction whose stop/targets make an orderable trade, ascending. ``split_ts`` opens the test
+    with a direction whose stop/targets make an orderable trade, ascending; ``setup_trades`` is the
+    ``simulate_trades`` frame of their one-unit trades, row k for ``setups[k]``. ``split_ts`` opens the test
     period: the first bar after the oldest ``train_fraction`` of the series.
     """
 
@@ -151,6 +152,7 @@ class PreparedSeries:
     setups: IntArray
     split_ts: int
     model: ExecutionModel
+    setup_trades: pl.DataFrame
     _outcomes: _Outcomes
 
     @property
@@ -251,6 +253,7 @@ def _prepare(symbol: str, candles: pl.DataFrame, timeframe: str, config: Backtes
         setups=setups,
         split_ts=int(bars.ts_ms[min(n - 1, int(config.train_fraction * n))]),
         model=config.execution,
+        setup_trades=outcomes,
         _outcomes=_Outcomes(outcomes, setups, 0, n),
     )
 

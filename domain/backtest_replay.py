@@ -32,6 +32,11 @@ time regardless of score: the first setup bar, then the first setup bar after th
 (and >= the scheduler gap later), and so on. The selection never looks at the score, the trades of one
 symbol never overlap, and each is evaluated with the same context the real path has at that moment.
 
+The widest population, ``every_setup``, is every setup bar with its own hypothetical trade: thousands of
+signals, but overlapping ones (consecutive bars of one Fibonacci leg share their stop and targets and most of
+their path), so its intervals resample whole legs. Its score is computed vectorised (base score plus the
+win-rate points from the real path's records at that bar's close), equal to ``evaluate_at``'s up to rounding.
+
 Units: prices in quote currency, quantities in base units, P&L/fees/equity in quote currency, timestamps in
 epoch ms (a candle's open unless named otherwise), R as net P&L / initial risk.
 """
@@ -75,6 +80,7 @@ class ReplayRun:
     config: BacktestConfig
     trades: pl.DataFrame
     setups: pl.DataFrame
+    every_setup: pl.DataFrame
     evaluations: pl.DataFrame
     equity: pl.DataFrame
     funnel: Mapping[str, int]
@@ -173,6 +179,17 @@ _EVAL_SCHEMA: dict[str, Any] = {
     **_FRACTION_SCHEMA,
     "action": pl.String,
 }
+_EVERY_SCHEMA: dict[str, Any] = {
+    "symbol": pl.String,
+    "signal_ts": pl.Int64,
+    "signal_idx": pl.Int64,
+    "leg": pl.Int64,
+    "score": pl.Float64,
+    **_FRACTION_SCHEMA,
+    "status": pl.String,
+    "exit_ts": pl.Int64,
+    "r_multiple": pl.Float64,
+}
 _SETUP_SCHEMA: dict[str, Any] = {
     "symbol": pl.String,
     "signal_ts": pl.Int64,
@@ -260,14 +277,17 @@ class _Replay:
             stop_price=float(s.stop[i]),
             tier=Tier.FULL,
             limits=cfg.limits,
-        )
+        ).notional
+        # A size capped at the notional limit comes back as quantity x price, which float rounding can put a
+        # hair above the cap; condition 6 would then reject every capped position at random.
+        proposed = min(proposed, cfg.limits.max_position_fraction * self.equity)
         window = cfg.returns_window
         others = {self.series[o].symbol: self.series[o].returns_upto(now_ms, window) for o in self.open if o != k}
         context = SignalContext(
             symbol=s.symbol,
             timeframe=self.timeframe,
             equity=self.equity,
-            proposed_notional=proposed.notional,
+            proposed_notional=proposed,
             returns=s.returns[max(0, i + 1 - window) : i + 1],
             open_position_returns=MappingProxyType(others),
             symbol_record=self.symbol_records[k],
@@ -463,12 +483,67 @@ class _Replay:
             config=self.config,
             trades=trades,
             setups=pl.DataFrame(self.setups, schema=_SETUP_SCHEMA),
+            every_setup=pl.concat([self._every_setup_bar(k, trades) for k in range(len(self.series))]),
             evaluations=pl.DataFrame(self.evaluations, schema=_EVAL_SCHEMA),
             equity=equity_curve(
                 self.series, trades, initial_equity=self.config.initial_equity, fee_rate=self.config.execution.fee_rate
             ),
             funnel=MappingProxyType(dict(sorted(self.funnel.items()))),
             series=series,
+        )
+
+    def _every_setup_bar(self, k: int, trades: pl.DataFrame) -> pl.DataFrame:
+        """Every setup bar of series ``k`` with its one-unit trade and its score given the win records the
+        real path had when the bar closed (vectorised: the win-less base score plus the win-rate points)."""
+        s = self.series[k]
+        bars = s.setups
+        now = s.close_ts[bars]
+        closed = trades.filter((pl.col("symbol") == s.symbol) & (pl.col("status") == "CLOSED"))
+        known = s.close_ts[closed["exit_idx"].to_numpy().astype(np.int64)]
+        won = (closed["net_pnl"].to_numpy() > 0).astype(np.int64)
+        setup_of_trade = np.asarray(closed["setup"].to_list(), dtype=object)
+
+        def records(mask: npt.NDArray[np.bool_], at: IntArray) -> tuple[IntArray, IntArray]:
+            order = np.argsort(known[mask], kind="stable")
+            times, wins = known[mask][order], np.concatenate([[0], np.cumsum(won[mask][order])])
+            count = np.searchsorted(times, at, side="right")  # outcomes known at or before the bar's close
+            return wins[count], count
+
+        sym_wins, sym_trades = records(np.ones(known.size, dtype=bool), now)
+        key_wins, key_trades = np.zeros(bars.size, dtype=np.int64), np.zeros(bars.size, dtype=np.int64)
+        pairs, pair_of_bar = np.unique(np.column_stack([s.direction[bars], s.ratio[bars]]), axis=0, return_inverse=True)
+        keys = np.asarray([setup_key(int(d), float(r)) for d, r in pairs], dtype=object)[pair_of_bar.ravel()]
+        for key in np.unique(keys):
+            on = keys == key
+            key_wins[on], key_trades[on] = records(setup_of_trade == key, now[on])
+        combos, where = np.unique(
+            np.column_stack([sym_wins, sym_trades, key_wins, key_trades]), axis=0, return_inverse=True
+        )
+        fraction = np.asarray(
+            [
+                win_rate_fraction(
+                    shrunk_win_rate(WinRecord(int(a), int(b)), WinRecord(int(c), int(d)), self.scoring), self.scoring
+                )
+                for a, b, c, d in combos
+            ]
+        )
+        win = fraction[where.ravel()] if combos.size else np.zeros(0)
+        trade = s.setup_trades
+        exit_idx = trade["exit_idx"]
+        return pl.DataFrame(
+            {
+                "symbol": pl.Series([s.symbol] * bars.size, dtype=pl.String),
+                "signal_ts": s.bars.ts_ms[bars],
+                "signal_idx": bars,
+                "leg": s.series.fib.leg_id[bars],
+                "score": self.base_score[k][bars] + self.w_win * win,
+                **{f"f_{name}": s.fractions[name][bars] for name in MARKET_FRACTIONS},
+                "f_win_rate": win,
+                "status": trade["status"],
+                "exit_ts": pl.Series(s.bars.ts_ms[exit_idx.fill_null(0).to_numpy()]).set(exit_idx.is_null(), None),
+                "r_multiple": trade["r_multiple"],
+            },
+            schema=_EVERY_SCHEMA,
         )
 
 

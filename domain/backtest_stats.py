@@ -15,8 +15,8 @@ Conventions:
   series has a candle; days with no data at all (between the disjoint periods of a multi-era replay) are left
   out rather than counted as flat days, which would shrink the volatility and inflate the ratio.
 - Correlations: Pearson (linear) and Spearman (rank, average ranks for ties) of score vs realised R, each
-  with a percentile bootstrap interval: ``resamples`` draws of n pairs with replacement from a
-  ``numpy.random.default_rng(seed)`` generator, the same draws for both coefficients.
+  with a percentile bootstrap interval: ``resamples`` draws with replacement (of pairs, or of whole clusters
+  of dependent pairs) from a ``numpy.random.default_rng(seed)`` generator, the same draws for both.
 """
 
 from __future__ import annotations
@@ -54,10 +54,11 @@ _BOOTSTRAP_CELLS = 2_000_000  # resample x pair cells per chunk: bounds memory a
 @dataclass(frozen=True, kw_only=True)
 class CorrelationEstimate:
     """Score vs realised R on one labelled population, with percentile bootstrap intervals (NaN when n < 3
-    or a side has no variance)."""
+    or a side has no variance). ``clusters`` is the number of resampling units (= n unless clustered)."""
 
     population: str
     n: int
+    clusters: int
     pearson: float
     pearson_ci: tuple[float, float]
     spearman: float
@@ -99,21 +100,27 @@ class PerformanceMetrics:
     sharpe_days: int
 
 
-def _rank_rows(values: FloatArray) -> FloatArray:
-    """Average ranks (1-based) along the last axis of a 2-D array; ties share their mean rank."""
-    rows, n = values.shape
-    frame = pl.DataFrame({"row": np.repeat(np.arange(rows), n), "v": values.ravel()})
-    ranks = frame.select(pl.col("v").rank("average").over("row"))["v"].to_numpy()
-    return np.asarray(ranks, dtype=np.float64).reshape(rows, n)
+def _average_ranks(values: FloatArray) -> FloatArray:
+    """1-based ranks, ties sharing their mean rank."""
+    ranks = pl.Series(values).rank("average").to_numpy()
+    return np.asarray(ranks, dtype=np.float64)
 
 
-def _pearson_rows(x: FloatArray, y: FloatArray) -> FloatArray:
-    """Pearson correlation of each row pair; NaN where a row has no variance."""
-    xc = x - x.mean(axis=1, keepdims=True)
-    yc = y - y.mean(axis=1, keepdims=True)
-    denominator = np.sqrt((xc * xc).sum(axis=1) * (yc * yc).sum(axis=1))
+def _pearson_from_sums(sums: FloatArray) -> FloatArray:
+    """Pearson correlation per row of (count, sum x, sum y, sum xx, sum yy, sum xy); NaN without variance."""
+    n, sx, sy, sxx, syy, sxy = (sums[:, k] for k in range(6))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.asarray(np.where(denominator > 0, (xc * yc).sum(axis=1) / denominator, np.nan), dtype=np.float64)
+        cov = sxy - sx * sy / n
+        var_x, var_y = sxx - sx * sx / n, syy - sy * sy / n
+        denominator = np.sqrt(var_x * var_y)
+        # Relative cut-off: a constant column leaves only rounding noise in its variance.
+        flat = (var_x <= 1e-12 * np.maximum(sxx, 1e-300)) | (var_y <= 1e-12 * np.maximum(syy, 1e-300))
+        return np.asarray(np.where(flat | ~(denominator > 0), np.nan, cov / denominator), dtype=np.float64)
+
+
+def _cluster_sums(x: FloatArray, y: FloatArray, codes: npt.NDArray[np.int64], clusters: int) -> FloatArray:
+    columns = (np.ones_like(x), x, y, x * x, y * y, x * y)
+    return np.column_stack([np.bincount(codes, weights=c, minlength=clusters) for c in columns])
 
 
 def _interval(samples: FloatArray, confidence: float) -> tuple[float, float]:
@@ -130,27 +137,40 @@ def correlation_with_ci(
     r_multiple: npt.ArrayLike,
     *,
     population: str,
+    clusters: npt.ArrayLike | None = None,
     resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> CorrelationEstimate:
     """Pearson and Spearman correlation of ``score`` (0-100) with ``r_multiple``, bootstrap intervals.
 
-    Non-finite pairs are dropped first. Raises:
+    Each resample draws whole clusters with replacement (``clusters``: one label per pair, e.g. the
+    Fibonacci leg of overlapping setups; without it every pair is its own cluster, the ordinary bootstrap)
+    as multinomial counts, and recomputes both coefficients from per-cluster sums. The Spearman resamples
+    reuse the full sample's ranks rather than re-ranking each resample (exact for Pearson on the ranks; a
+    close approximation of re-ranked Spearman when n is large). Non-finite pairs are dropped first.
+
+    Raises:
         InvalidDataError: different lengths, ``resamples < 1`` or ``confidence`` outside (0, 1).
     """
     x, y = np.asarray(score, dtype=np.float64), np.asarray(r_multiple, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
         raise InvalidDataError("correlation_with_ci: score and r_multiple must be 1-D and of equal length")
+    labels = np.arange(x.shape[0]) if clusters is None else np.asarray(clusters)
+    if labels.shape != x.shape:
+        raise InvalidDataError("correlation_with_ci: one cluster label per pair")
     if resamples < 1 or not 0 < confidence < 1:
         raise InvalidDataError("correlation_with_ci: resamples >= 1 and 0 < confidence < 1")
     keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    n, nan_pair = int(x.shape[0]), (math.nan, math.nan)
-    if n < 3:
+    x, y, labels = x[keep], y[keep], labels[keep]
+    _, codes = np.unique(labels, return_inverse=True)
+    n, groups = int(x.shape[0]), int(codes.max()) + 1 if x.shape[0] else 0
+    nan_pair = (math.nan, math.nan)
+    if n < 3 or groups < 2:
         return CorrelationEstimate(
             population=population,
             n=n,
+            clusters=groups,
             pearson=math.nan,
             pearson_ci=nan_pair,
             spearman=math.nan,
@@ -159,20 +179,23 @@ def correlation_with_ci(
             confidence=confidence,
             seed=seed,
         )
-    pearson = float(_pearson_rows(x[None, :], y[None, :])[0])
-    spearman = float(_pearson_rows(_rank_rows(x[None, :]), _rank_rows(y[None, :]))[0])
+    plain = _cluster_sums(x, y, codes, groups)
+    ranked = _cluster_sums(_average_ranks(x), _average_ranks(y), codes, groups)
+    pearson = float(_pearson_from_sums(plain.sum(axis=0, keepdims=True))[0])
+    spearman = float(_pearson_from_sums(ranked.sum(axis=0, keepdims=True))[0])
     rng = np.random.default_rng(seed)
     boot_p, boot_s = np.empty(resamples), np.empty(resamples)
-    chunk = max(1, _BOOTSTRAP_CELLS // n)
+    chunk = max(1, _BOOTSTRAP_CELLS // groups)
+    uniform = np.full(groups, 1.0 / groups)
     for start in range(0, resamples, chunk):
         stop = min(resamples, start + chunk)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        bx, by = x[idx], y[idx]
-        boot_p[start:stop] = _pearson_rows(bx, by)
-        boot_s[start:stop] = _pearson_rows(_rank_rows(bx), _rank_rows(by))
+        counts = rng.multinomial(groups, uniform, size=stop - start).astype(np.float64)
+        boot_p[start:stop] = _pearson_from_sums(counts @ plain)
+        boot_s[start:stop] = _pearson_from_sums(counts @ ranked)
     return CorrelationEstimate(
         population=population,
         n=n,
+        clusters=groups,
         pearson=pearson,
         pearson_ci=_interval(boot_p, confidence),
         spearman=spearman,

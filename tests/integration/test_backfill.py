@@ -185,7 +185,7 @@ def test_sigkill_at_a_random_moment_then_resume(db: Engine, emulator: BinanceEmu
         "--api-url",
         emulator.url,
     ]
-    emulator.slow_next(1_000, delay_s=0.05, endpoint="klines")  # stretch the run so the kill lands mid-way
+    emulator.slow_next(1_000, delay_s=0.3, endpoint="klines")  # stretch the run so the kill lands mid-way
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

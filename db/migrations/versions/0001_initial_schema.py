@@ -79,6 +79,15 @@ def upgrade() -> None:
         unique=False,
     )
     op.create_table(
+        "candle_counts",
+        sa.Column("exchange", sa.Text(), nullable=False),
+        sa.Column("symbol", sa.Text(), nullable=False),
+        sa.Column("timeframe", sa.Text(), nullable=False),
+        sa.Column("bucket", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("exchange", "symbol", "timeframe", "bucket", name=op.f("pk_candle_counts")),
+    )
+    op.create_table(
         "candles",
         sa.Column("exchange", sa.Text(), nullable=False),
         sa.Column("symbol", sa.Text(), nullable=False),
@@ -272,6 +281,7 @@ def downgrade() -> None:
     op.drop_table("exchange_credentials")
     op.drop_table("empty_ranges")
     op.drop_table("candles")
+    op.drop_table("candle_counts")
     op.drop_index(op.f("ix_candle_quarantine_exchange_symbol_timeframe_received_at"), table_name="candle_quarantine")
     op.drop_table("candle_quarantine")
     op.drop_index(op.f("ix_backfill_jobs_status_priority_rank_range_end"), table_name="backfill_jobs")
