@@ -35,10 +35,12 @@ _STEP = "CAST(:step AS bigint) * interval '1 millisecond'"
 _WIDTH = "CAST(:bucket_ms AS bigint) * interval '1 millisecond'"
 # 1. `s`: where each series' scan begins (range start, market listing, watermark).
 # 2. `inc`: the buckets of BUCKET_CANDLES candles holding fewer candles than they should, by candle_counts
-#    (kept by every upsert). Complete buckets cannot hold a gap and are skipped; the partial first and last
-#    buckets are always verified.
-# 3. Inside each incomplete bucket: a `lag(ts)` walk (index-ordered, only gap rows leave it) plus its two edges.
-#    Gaps crossing bucket edges come out in pieces that find_gaps joins back together.
+#    (kept by every upsert): all buckets EXCEPT the complete ones (one index range scan per series). Complete
+#    buckets cannot hold a gap and are skipped; the first and last (partial) buckets are always verified.
+# 3. Inside each incomplete bucket, one index-ordered walk with lag/lead; only candles next to a hole leave it,
+#    each with the hole before it (from the bucket's start for the first) and/or after it (to the bucket's end
+#    for the last); an empty bucket is one hole. Gaps crossing bucket edges come out in pieces that find_gaps
+#    joins back together.
 _GAP_SQL = f"""
 WITH s AS MATERIALIZED (
     SELECT u.symbol,
@@ -53,29 +55,34 @@ WITH s AS MATERIALIZED (
 ),
 inc AS MATERIALIZED (
     SELECT s.symbol, greatest(b.b_lo, s.lo) AS lo, least(b.b_lo + {_WIDTH}, {_TS.format(":end")}) AS hi
-    FROM s CROSS JOIN LATERAL generate_series(
-        date_bin({_WIDTH}, s.lo, to_timestamp(0)), {_TS.format(":end")} - {_STEP}, {_WIDTH}
-    ) AS b(b_lo)
-    LEFT JOIN candle_counts k
-           ON k.exchange = :exchange AND k.symbol = s.symbol AND k.timeframe = :timeframe AND k.bucket = b.b_lo
+    FROM s CROSS JOIN LATERAL (
+        SELECT date_bin({_WIDTH}, s.lo, to_timestamp(0)) AS first_b,
+               date_bin({_WIDTH}, {_TS.format(":end")} - {_STEP}, to_timestamp(0)) AS last_b
+    ) e CROSS JOIN LATERAL (
+        SELECT g.b_lo FROM generate_series(e.first_b, e.last_b, {_WIDTH}) AS g(b_lo)
+        EXCEPT
+        SELECT k.bucket FROM candle_counts k
+        WHERE k.exchange = :exchange AND k.symbol = s.symbol AND k.timeframe = :timeframe
+          AND k.bucket > e.first_b AND k.bucket < e.last_b AND k.n >= :bucket_candles
+    ) b
     WHERE s.lo < {_TS.format(":end")}
-      AND (coalesce(k.n, 0) < :bucket_candles OR b.b_lo < s.lo OR b.b_lo + {_WIDTH} > {_TS.format(":end")})
 )
-SELECT i.symbol, g.gap_start, g.gap_end FROM inc i CROSS JOIN LATERAL (
-    SELECT {_MS.format("w.prev")} + :step AS gap_start, {_MS.format("w.ts")} AS gap_end
-    FROM (SELECT c.ts, lag(c.ts) OVER (ORDER BY c.ts) AS prev FROM candles c WHERE {_IN_BUCKET}) w
-    WHERE w.ts - w.prev > {_STEP}
-) g
+SELECT 'gap' AS kind, i.symbol,
+       CASE WHEN w.ts IS NULL THEN {_MS.format("i.lo")}
+            WHEN w.prev IS NULL THEN CASE WHEN w.ts > i.lo THEN {_MS.format("i.lo")} END
+            WHEN w.ts - w.prev > {_STEP} THEN {_MS.format("w.prev")} + :step END AS before_start,
+       CASE WHEN w.ts IS NULL THEN {_MS.format("i.hi")} ELSE {_MS.format("w.ts")} END AS before_end,
+       CASE WHEN w.next IS NULL AND w.ts + {_STEP} < i.hi THEN {_MS.format("w.ts")} + :step END AS after_start,
+       {_MS.format("i.hi")} AS after_end
+FROM inc i
+LEFT JOIN LATERAL (
+    SELECT c.ts, lag(c.ts) OVER o AS prev, lead(c.ts) OVER o AS next
+    FROM candles c WHERE {_IN_BUCKET} WINDOW o AS (ORDER BY c.ts)
+) w ON true
+WHERE w.ts IS NULL OR (w.prev IS NULL AND w.ts > i.lo) OR w.ts - w.prev > {_STEP}
+   OR (w.next IS NULL AND w.ts + {_STEP} < i.hi)
 UNION ALL
-SELECT i.symbol, {_MS.format("i.lo")}, coalesce({_MS.format("f.ts")}, {_MS.format("i.hi")})
-FROM inc i LEFT JOIN LATERAL (SELECT c.ts FROM candles c WHERE {_IN_BUCKET} ORDER BY c.ts LIMIT 1) f ON true
-WHERE i.lo < coalesce(f.ts, i.hi)
-UNION ALL
-SELECT i.symbol, {_MS.format("l.ts")} + :step, {_MS.format("i.hi")}
-FROM inc i JOIN LATERAL (SELECT c.ts FROM candles c WHERE {_IN_BUCKET} ORDER BY c.ts DESC LIMIT 1) l ON true
-WHERE l.ts + {_STEP} < i.hi
-UNION ALL
-SELECT s.symbol, NULL, {_MS.format("s.lo")} FROM s
+SELECT 'scan', s.symbol, NULL, {_MS.format("s.lo")}, NULL, NULL FROM s
 """
 
 
@@ -125,11 +132,15 @@ def find_gaps(
     ).all()
     raw: dict[str, list[tuple[int, int]]] = {s: [] for s in symbols}
     scanned_from: dict[str, int] = {}
-    for symbol, gap_start, gap_end in rows:
-        if gap_start is None:
-            scanned_from[symbol] = min(int(gap_end), end_ms)
-        else:
-            raw[symbol].append((int(gap_start), int(gap_end)))
+    for kind, symbol, before_start, before_end, after_start, after_end in rows:
+        if kind == "scan":
+            scanned_from[symbol] = min(int(before_end), end_ms)
+            continue
+        # one walked candle (or an empty bucket) yields the hole before it and/or the one after it
+        if before_start is not None:
+            raw[symbol].append((int(before_start), int(before_end)))
+        if after_start is not None:
+            raw[symbol].append((int(after_start), int(after_end)))
     empty = _empty_ranges(conn, exchange, timeframe, scanned_from, end_ms)
     gaps: list[Gap] = []
     for symbol, ranges in raw.items():
