@@ -19,6 +19,14 @@ range the market covers raises SuspiciousEmptyPage the first time; asking again 
 client (or with ``confirm_empty=True``) returns a page with ``confirmed_empty=True``, which the backfill may
 record so it never asks again.
 
+Nothing the exchange sent is lost on the way to validation. ccxt's ``parse_ohlcv`` turns a value it cannot
+convert (``"abc"``, an object, ``""``, ``true``) into None, and ``parse_ohlcvs`` then silently drops every row
+whose timestamp did not convert. So the client takes the rows from ccxt's parser itself, every row of the answer
+in the exchange's order, and re-reads a row that came out with a None with ccxt's accessors handing back the
+value as received instead of None: the page holds ``"abc"`` where plain ccxt says None, and holds the row whose
+timestamp is ``"abc"``. `domain.candles.parse_ccxt_rows` then keeps such rows' raw values for the quarantine.
+A value the exchange did not send at all (a short row, a missing key) can only be null.
+
 Credentials travel as `SecretStr` and are unwrapped only into the ccxt instance; they are never logged (the
 ccxt instance gets a logger that drops DEBUG, where ccxt prints request headers) nor shown in ``repr``, and
 error messages are scrubbed of them.
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import math
 import time
@@ -52,6 +61,7 @@ from adapters.rate_limit import (
     WeightTable,
     shared_limiter,
 )
+from domain.candles import CANDLE_SCHEMA, parse_ccxt_rows
 from domain.errors import (
     AuthenticationFailed,
     BadRequestError,
@@ -67,17 +77,10 @@ from domain.timeframes import last_closed_open, timeframe_ms
 
 T = TypeVar("T")
 
-OHLCV_SCHEMA = pl.Schema(
-    {
-        "ts": pl.Int64(),
-        "open": pl.Float64(),
-        "high": pl.Float64(),
-        "low": pl.Float64(),
-        "close": pl.Float64(),
-        "volume": pl.Float64(),
-    }
-)
-"""Raw OHLCV page: ts = candle open in epoch ms (UTC); prices in quote currency; volume in base currency."""
+OHLCV_SCHEMA = CANDLE_SCHEMA
+"""Typed candle columns (`domain.candles.CANDLE_SCHEMA`): ts = candle open in epoch ms (UTC), Int64; open, high,
+low, close in quote currency and volume in base currency, Float64. An `OhlcvPage` frame has these columns
+(nullable) inside `domain.candles.RECEIVED_SCHEMA`."""
 
 _EXCHANGE_WIDE = "*"  # latency key for calls that concern no symbol (markets, balance)
 _QUIET_CCXT_LOGGER = logging.getLogger("adapters.exchange.ccxt")
@@ -86,7 +89,14 @@ _QUIET_CCXT_LOGGER.setLevel(logging.INFO)  # ccxt logs request headers (API keys
 
 @dataclass(frozen=True)
 class OhlcvPage:
-    """Candles the exchange returned for [start_ms, end_ms), raw (not validated).
+    """Candles the exchange returned for [start_ms, end_ms), as received (not validated).
+
+    `frame` has `domain.candles.RECEIVED_SCHEMA`, ready for `validate_frame` as it is: ``row_index`` (position
+    in the exchange's answer), the candle columns (ts epoch ms; prices in quote, volume in base currency),
+    null where a value did not parse, and for such rows ``raw`` (the row as received, QuarantinePayload
+    JSON) and ``parse_error``/``parse_detail``. Sorted by ts, rows whose ts did not parse last. Rows whose ts
+    falls outside the window are trimmed; rows whose ts did not parse are kept (they are part of the answer
+    and must reach the quarantine). `ReplayExchange` pages have the same schema, with no raw values.
 
     `confirmed_empty` is True only when the range is covered by the market and the exchange answered empty
     twice: the caller may record it as an empty range (no trades).
@@ -194,6 +204,8 @@ class _CallTrace:
 
 
 _TRACE: ContextVar[_CallTrace | None] = ContextVar("se_exchange_call_trace", default=None)
+# Set by fetch_ohlcv_page around its request: every row ccxt's parse_ohlcv produced, in the exchange's order.
+_RECEIVED_OHLCV: ContextVar[list[Any] | None] = ContextVar("se_exchange_received_ohlcv", default=None)
 
 
 @dataclass
@@ -227,10 +239,71 @@ def parse_retry_after(value: str | None, *, now_s: float | None = None) -> float
     return max(0.0, moment.timestamp() - (time.time() if now_s is None else now_s))
 
 
+def _value_as_received(container: Any, keys: Sequence[Any]) -> Any:
+    """The first value present (not None) under `keys` in a list or dict row, as the exchange sent it."""
+    for key in keys:
+        if key is None:
+            continue
+        try:
+            value = container[key]
+        except (LookupError, TypeError):
+            continue
+        if value is not None:
+            return value
+    return None
+
+
+# ccxt's static accessors that parse_ohlcv implementations read values with -> where their keys are among the
+# arguments after the row. While a row is parsed again, one that cannot convert a value returns the value as
+# received instead of None (and parse_number, behind the safe_number family, leaves it as it is).
+_RAW_ACCESSORS: dict[str, Callable[[tuple[Any, ...]], Sequence[Any]]] = {
+    "safe_string": lambda args: args[:1],
+    "safe_integer": lambda args: args[:1],
+    "safe_timestamp": lambda args: args[:1],
+    "safe_integer_product": lambda args: args[:1],
+    "safe_string_2": lambda args: args[:2],
+    "safe_integer_2": lambda args: args[:2],
+    "safe_timestamp_2": lambda args: args[:2],
+    "safe_string_n": lambda args: list(args[0]) if args and isinstance(args[0], list) else [],
+    "safe_integer_n": lambda args: list(args[0]) if args and isinstance(args[0], list) else [],
+}
+
+
+def _keeping_raw(
+    original: Callable[..., Any], keys_of: Callable[[tuple[Any, ...]], Sequence[Any]]
+) -> Callable[..., Any]:
+    def accessor(container: Any, *args: Any) -> Any:
+        value = original(container, *args)
+        return _value_as_received(container, keys_of(args)) if value is None else value
+
+    return accessor
+
+
+def _raw_value_shadows(ex: Any) -> dict[str, Callable[..., Any]]:
+    """Instance attributes that shadow `ex`'s value accessors so they hand back what they cannot convert."""
+    shadows: dict[str, Callable[..., Any]] = {}
+    for name, keys_of in _RAW_ACCESSORS.items():
+        if isinstance(inspect.getattr_static(type(ex), name, None), staticmethod):
+            shadows[name] = _keeping_raw(getattr(type(ex), name), keys_of)
+    number = ex.parse_number
+
+    def parse_number(value: Any, default: Any = None) -> Any:
+        if value is None:
+            return default
+        if type(value) is not str:
+            return value  # handed back by an accessor above: float(True) would make a price of 1.0
+        converted = number(value, None)
+        return value if converted is None else converted
+
+    shadows["parse_number"] = parse_number
+    return shadows
+
+
 @functools.cache
 def _edge_class(base: type[Any]) -> type[Any]:
     """`base` (a ccxt async exchange class) with hooks: shared weight limiter, latency, Retry-After,
-    non-JSON 200 refusal, and loopback URLs mapped back for the exchange's per-host error tables."""
+    non-JSON 200 refusal, loopback URLs mapped back for the exchange's per-host error tables, and OHLCV rows
+    captured as received (see the module docstring)."""
     cls: type[Any]
 
     async def fetch2(
@@ -282,7 +355,39 @@ def _edge_class(base: type[Any]) -> type[Any]:
             code, reason, url, method, headers, body, response, request_headers, request_body
         )
 
-    namespace: dict[str, Any] = {"fetch2": fetch2, "fetch": fetch, "handle_errors": handle_errors}
+    def parse_ohlcv(self: Any, ohlcv: Any, market: Any = None) -> Any:
+        parsed = super(cls, self).parse_ohlcv(ohlcv, market)
+        received = _RECEIVED_OHLCV.get()
+        if received is not None:
+            complete = isinstance(parsed, list) and None not in parsed
+            received.append(parsed if complete else reparse_keeping_raw(self, ohlcv, market, parsed))
+        return parsed  # ccxt's own result is untouched: its sort and filters run on what they expect
+
+    def reparse_keeping_raw(self: Any, ohlcv: Any, market: Any, parsed: Any) -> Any:
+        """`parsed` with each None replaced by the value the exchange sent there, if it sent one."""
+        # Shadowed on the instance for this one synchronous call only (nothing else runs on the loop meanwhile),
+        # so the common path, rows that parse, pays nothing for it.
+        shadows = _raw_value_shadows(self)
+        vars(self).update(shadows)
+        try:
+            again = super(cls, self).parse_ohlcv(ohlcv, market)
+        except (ccxt_errors.BaseError, TypeError, ValueError, LookupError, AttributeError, ArithmeticError):
+            # An exchange parser that chokes on raw values: keep its own row (nulls); the row is not lost.
+            return parsed
+        finally:
+            for name in shadows:
+                vars(self).pop(name, None)
+        if not isinstance(parsed, list) or not isinstance(again, list) or len(again) != len(parsed):
+            return parsed
+        # Only the Nones are taken from the second pass: ccxt's conversions of the good values stand.
+        return [value if value is not None else raw for value, raw in zip(parsed, again, strict=True)]
+
+    namespace: dict[str, Any] = {
+        "fetch2": fetch2,
+        "fetch": fetch,
+        "handle_errors": handle_errors,
+        "parse_ohlcv": parse_ohlcv,
+    }
     if hasattr(base, "get_exceptions_by_url"):
 
         def get_exceptions_by_url(self: Any, url: Any, exact_or_broad: str) -> Any:
@@ -516,10 +621,12 @@ class ExchangeClient:
     ) -> OhlcvPage:
         """One request for candles opening in [since_ms, end_ms) (end default: since + limit candles).
 
-        At most `max_ohlcv_page` candles. Rows outside the window are trimmed; rows inside are kept raw (bad
-        ones included, for validation). An empty answer for a window the market covers (it opens at or
-        before the last closed candle and ends after `first_candle_ms`, if known) raises SuspiciousEmptyPage;
-        asking again for the same window (or passing `confirm_empty=True`) returns `confirmed_empty=True`.
+        At most `max_ohlcv_page` candles. The frame is `RECEIVED_SCHEMA` (see `OhlcvPage`): rows outside the
+        window are trimmed; rows inside, and rows whose ts did not parse, are kept with the values as received
+        (bad ones included, for validation to quarantine). An empty answer for a window the market covers (it
+        opens at or before the last closed candle and ends after `first_candle_ms`, if known) raises
+        SuspiciousEmptyPage; asking again for the same window (or passing `confirm_empty=True`) returns
+        `confirmed_empty=True`.
         """
         step = timeframe_ms(timeframe)
         count = min(limit or self.max_ohlcv_page, self.max_ohlcv_page)
@@ -528,12 +635,18 @@ class ExchangeClient:
             raise InvalidDataError(f"empty OHLCV window [{since_ms}, {end}) for {symbol} {timeframe}")
         count = min(count, math.ceil((end - since_ms) / step))
         await self._ensure_markets()
-        rows = await self._call(
-            "fetch_ohlcv",
-            symbol,
-            lambda: self._ex.fetch_ohlcv(symbol, timeframe, since_ms, count, {"until": end - 1}),
-        )
-        frame = _ohlcv_frame(rows).filter((pl.col("ts") >= since_ms) & (pl.col("ts") < end))
+        received: list[Any] = []
+        token = _RECEIVED_OHLCV.set(received)
+        try:
+            rows = await self._call(
+                "fetch_ohlcv",
+                symbol,
+                lambda: self._ex.fetch_ohlcv(symbol, timeframe, since_ms, count, {"until": end - 1}),
+            )
+        finally:
+            _RECEIVED_OHLCV.reset(token)
+        # What the parser saw, unless this exchange's fetch_ohlcv parses without its parse_ohlcv.
+        frame = _page_frame(received or rows, since_ms, end)
         key = (symbol, timeframe, since_ms, end)
         if frame.height:
             self._suspicious.discard(key)
@@ -586,11 +699,12 @@ class ExchangeClient:
         return out
 
 
-def _ohlcv_frame(rows: Any) -> pl.DataFrame:
-    if not isinstance(rows, list) or not rows:
-        return pl.DataFrame(schema=OHLCV_SCHEMA)
-    # Row-wise and non-strict: a missing value stays null and NaN stays NaN, for validation to reject.
-    return pl.DataFrame([row[:6] for row in rows], schema=OHLCV_SCHEMA, orient="row", strict=False)
+def _page_frame(rows: Any, since_ms: int, end_ms: int) -> pl.DataFrame:
+    """ccxt rows -> RECEIVED_SCHEMA, trimmed to [since_ms, end_ms) but keeping rows whose ts did not parse."""
+    frame = parse_ccxt_rows(rows if isinstance(rows, list) else [])
+    ts = pl.col("ts")
+    inside = ts.is_null() | ((ts >= since_ms) & (ts < end_ms))
+    return frame.filter(inside).sort("ts", nulls_last=True, maintain_order=True)
 
 
 def _levels(levels: Any) -> np.ndarray:

@@ -14,10 +14,12 @@ Rules that make it behave like an exchange:
   injectable, so a test can step time.
 - Higher timeframes are aggregated from the finest native timeframe that divides them (1m -> 5m/15m/1h/...,
   open first, high max, low min, close last, volume sum, on the epoch-aligned grid); each series is built
-  once and cached, pages are zero-copy slices found by binary search.
-- Raw data is served raw: holes stay holes, bad rows stay bad (validation's job). An empty page inside the
-  covered range raises SuspiciousEmptyPage the first time and comes back ``confirmed_empty`` when asked
-  again, exactly like the ccxt adapter.
+  once and cached, pages are slices found by binary search (the candle columns zero-copy).
+- Raw data is served raw: holes stay holes, bad rows stay bad (validation's job). Pages have the ccxt
+  adapter's `domain.candles.RECEIVED_SCHEMA`; the stored values are already typed, so ``raw``,
+  ``parse_error`` and ``parse_detail`` are null (the typed columns are the values as served). An empty page
+  inside the covered range raises SuspiciousEmptyPage the first time and comes back ``confirmed_empty`` when
+  asked again, exactly like the ccxt adapter.
 - Order books are synthetic around the last closed 1m close; balances are configured paper balances.
 - `inject_fault` queues errors for the next calls concerning a symbol (retry and isolation tests).
 """
@@ -47,6 +49,7 @@ from adapters.exchange import (
     OrderBook,
 )
 from adapters.rate_limit import WeightLimiter
+from domain.candles import CANDLE_SCHEMA
 from domain.errors import (
     BadRequestError,
     BadSymbolError,
@@ -215,6 +218,15 @@ def aggregate_candles(candles: pl.DataFrame, timeframe: str) -> pl.DataFrame:
         )
         .rename({"bucket": "ts"})
         .select(OHLCV_SCHEMA.names())
+    )
+
+
+def _as_received(candles: pl.DataFrame) -> pl.DataFrame:
+    """Typed candles -> RECEIVED_SCHEMA: row_index = position in the page, no raw values or parse errors."""
+    return candles.select(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("row_index"),
+        *(pl.col(name).cast(dtype) for name, dtype in CANDLE_SCHEMA.items()),
+        *(pl.lit(None, pl.String).alias(name) for name in ("raw", "parse_error", "parse_detail")),
     )
 
 
@@ -416,7 +428,8 @@ class ReplayExchange:
         first_candle_ms: int | None = None,
     ) -> OhlcvPage:
         """Closed candles opening in [since_ms, end_ms) (end default: since + limit candles), at most
-        `max_ohlcv_page`, raw. Empty-page rules as in `ExchangeClient.fetch_ohlcv_page`."""
+        `max_ohlcv_page`, as stored (bad rows included), in an `OhlcvPage` with RECEIVED_SCHEMA. Empty-page
+        rules as in `ExchangeClient.fetch_ohlcv_page`."""
         started = await self._enter(symbol)
         self._known(symbol, "fetch_ohlcv")
         step = timeframe_ms(timeframe)
@@ -430,7 +443,7 @@ class ReplayExchange:
         upper = min(end, now - step + 1)
         lo = int(np.searchsorted(series.ts, since_ms, side="left"))
         hi = int(np.searchsorted(series.ts, upper, side="left")) if upper > since_ms else lo
-        frame = series.frame.slice(lo, min(hi - lo, count))
+        frame = _as_received(series.frame.slice(lo, min(hi - lo, count)))
         self._done(symbol, started)
         key = (symbol, timeframe, since_ms, end)
         if frame.height:

@@ -155,6 +155,7 @@ _PERIOD_HEADERS = (
     "period",
     "population",
     "n",
+    "resampled units",
     "Pearson [CI]",
     "Spearman [CI]",
     "mean R",
@@ -173,12 +174,18 @@ def _weights_line(result: BacktestResult) -> str:
     return f"{text}{extra} ({cal.fit.note}; R-squared {_num(cal.fit.r_squared)})"
 
 
+_COSTLESS = "control, no fees/slippage"
 _POPULATION_NOTE = (
     "`traded`: the replay's closed trades (scores >= 60 only; resampled per trade). `scored setups, one at a"
     " time`: every scored setup (ENTER, SKIP and REJECT) taken one at a time per symbol regardless of score,"
     " hypothetical, non-overlapping (resampled per setup). `every scored setup bar`: every bar with a setup and"
-    " its own hypothetical trade; overlapping, so the interval resamples whole Fibonacci legs (resampled units"
-    " = legs). Spearman intervals reuse the full sample's ranks."
+    " its own hypothetical trade; overlapping, so the interval resamples blocks of one UTC day per symbol"
+    " (resampled units = symbol-days; still slightly optimistic). Spearman intervals reuse the full sample's"
+    " ranks. `control`: matched random walks with the same"
+    " costs (the baseline to beat: fixed bps costs weigh more on tight stops, so a score that favours wide stops"
+    " correlates with net R even on a random walk); `control, no fees/slippage`: the same walks without costs,"
+    " where a Pearson correlation would mean a leak (Spearman may move there through the reward/risk geometry:"
+    " near targets win more often and smaller)."
 )
 
 
@@ -190,7 +197,9 @@ def backtest_markdown(result: BacktestResult, *, images: Sequence[str] = ()) -> 
         f"# Backtest {result.timeframe}: does the score predict P&L?",
         "",
         f"- Data: {result.description}.",
-        f"- Control: {control.description}." if control else "- Control: none run.",
+        f"- Control: {control.description}; the same walks are also run without fees and slippage."
+        if control
+        else "- Control: none run.",
         f"- Costs: {cfg.execution.fee_bps:g} bps fee per fill, {cfg.execution.slippage_bps:g} bps slippage on market"
         f" fills; risk {cfg.limits.risk_per_trade:.1%} of equity per trade (x1.0 FULL, x0.65 REDUCED), notional cap"
         f" {cfg.limits.max_position_fraction:.0%}; one position per symbol;"
@@ -238,7 +247,8 @@ def backtest_markdown(result: BacktestResult, *, images: Sequence[str] = ()) -> 
         _table(
             _CORRELATION_HEADERS,
             _correlation_rows("real", result.correlations)
-            + (_correlation_rows("control", control.correlations) if control else []),
+            + (_correlation_rows("control", control.correlations) if control else [])
+            + (_correlation_rows(_COSTLESS, result.control_costless.correlations) if result.control_costless else []),
         ),
         "",
         "## Calibration per score bucket",
@@ -290,20 +300,25 @@ def backtest_markdown(result: BacktestResult, *, images: Sequence[str] = ()) -> 
     return "\n".join(out) + "\n"
 
 
-def pooled_markdown(real: PooledSummary, control: PooledSummary | None = None) -> str:
-    """Markdown tables of pooled results (and a pooled control side by side)."""
+def pooled_markdown(
+    real: PooledSummary, control: PooledSummary | None = None, costless: PooledSummary | None = None
+) -> str:
+    """Markdown tables of pooled results (and pooled controls side by side)."""
     both = [("real", real), *([("control", control)] if control else [])]
+    everyone = [*both, *([(_COSTLESS, costless)] if costless else [])]
     out = [f"# {real.label}", "", "Sources:", ""]
     out += [f"- {source}" for source in real.sources]
     if control:
-        out += ["", "Control sources:", ""] + [f"- {source}" for source in control.sources]
+        out += ["", "Control sources (with and without costs):", ""] + [f"- {source}" for source in control.sources]
     out += [
         "",
         "## Correlation of score with realised R",
         "",
         _POPULATION_NOTE,
         "",
-        _table(_CORRELATION_HEADERS, [row for label, s in both for row in _correlation_rows(label, s.correlations)]),
+        _table(
+            _CORRELATION_HEADERS, [row for label, s in everyone for row in _correlation_rows(label, s.correlations)]
+        ),
         "",
         "## Expectancy per tier",
         "",

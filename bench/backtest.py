@@ -116,8 +116,13 @@ def _evidence() -> None:
     controls_pooled = pool_results(
         [r.control for r in results if r.control is not None], label="Pooled random-walk controls", seed=SEED
     )
+    costless = pool_results(
+        [r.control_costless for r in results if r.control_costless is not None],
+        label="Pooled random-walk controls without costs",
+        seed=SEED,
+    )
     print("\n---- pooled (the same markets at several timeframes: not independent samples)\n")
-    print(pooled_markdown(real, controls_pooled))
+    print(pooled_markdown(real, controls_pooled, costless))
     five = by_tf.get("5m") or next(iter(v for v in by_tf.values() if v))
     started = time.perf_counter()
     audit = audit_lookahead(five, timeframe="5m" if by_tf.get("5m") else TIMEFRAMES[0], cuts=3, seed=SEED)

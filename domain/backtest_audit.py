@@ -5,8 +5,9 @@ had closed by then, and compares, bar for bar:
 
 - every per-bar signal column (indicators, Fibonacci structure, conditions, score components, direction,
   stop, targets) of every bar in the cut data;
-- every evaluation (score, tier, decision, confidence, components) and every hypothetical setup signalled
-  before the last cut bar (the last one is excluded because its entry candle lies beyond the cut);
+- every evaluation (score, tier, decision, confidence, components) and every hypothetical setup (both
+  populations) signalled before the last cut bar (the last one is excluded: its entry candle lies beyond the
+  cut);
 - every entry (sizes, prices, scores, equity before it) made on a candle inside the cut data;
 - every exit the cut run already knows (trades that closed inside the cut data).
 
@@ -113,7 +114,7 @@ def audit_lookahead(
     rng = np.random.default_rng(seed)
     moments = sorted(int(x) for x in rng.integers(first + (last - first) // 10, last, size=cuts))
     mismatches: list[str] = []
-    counts = dict.fromkeys(("bars", "evaluations", "trades", "setups"), 0)
+    counts = dict.fromkeys(("bars", "evaluations", "trades", "setups", "every setup bar"), 0)
     for moment in moments:
         cut_candles = {
             name: kept
@@ -139,6 +140,12 @@ def audit_lookahead(
                 cut.setups.drop("status", "exit_ts", "exit_kind", "r_multiple", "traded"),
                 "signal_idx",
             ),
+            (
+                "every setup bar",
+                full.every_setup.drop("status", "exit_ts", "r_multiple"),
+                cut.every_setup.drop("status", "exit_ts", "r_multiple"),
+                "signal_idx",
+            ),
             ("trades", full.trades.select(_ENTRY_COLUMNS), cut.trades.select(_ENTRY_COLUMNS), "entry_idx"),
         )
         for name, a, b, index in pairs:
@@ -159,6 +166,6 @@ def audit_lookahead(
         bars_compared=counts["bars"],
         evaluations_compared=counts["evaluations"],
         trades_compared=counts["trades"],
-        setups_compared=counts["setups"],
+        setups_compared=counts["setups"] + counts["every setup bar"],
         mismatches=tuple(mismatches),
     )

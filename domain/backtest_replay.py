@@ -34,8 +34,9 @@ symbol never overlap, and each is evaluated with the same context the real path 
 
 The widest population, ``every_setup``, is every setup bar with its own hypothetical trade: thousands of
 signals, but overlapping ones (consecutive bars of one Fibonacci leg share their stop and targets and most of
-their path), so its intervals resample whole legs. Its score is computed vectorised (base score plus the
-win-rate points from the real path's records at that bar's close), equal to ``evaluate_at``'s up to rounding.
+their path), so its intervals resample whole blocks of bars (see ``domain.backtest``). Its score is computed
+vectorised (base score plus the win-rate points from the real path's records at that bar's close), equal to
+``evaluate_at``'s up to rounding.
 
 Units: prices in quote currency, quantities in base units, P&L/fees/equity in quote currency, timestamps in
 epoch ms (a candle's open unless named otherwise), R as net P&L / initial risk.
@@ -235,6 +236,7 @@ class _Replay:
         self.evaluations: list[dict[str, Any]] = []
         self.setups: list[dict[str, Any]] = []
         self.funnel: Counter[str] = Counter()
+        self.win_memo: dict[tuple[int, int, float], float] = {}
 
     # --- outcomes becoming known ---------------------------------------------------------------------
     def settle(self, now_ms: int) -> None:
@@ -243,6 +245,7 @@ class _Replay:
             known_at, row, k = heapq.heappop(self.closures)
             trade, symbol = self.trades[row], self.series[k].symbol
             del self.open[k]
+            self.win_memo.clear()
             if trade["status"] != "CLOSED":  # marked out at the end of the symbol's data
                 self.equity += trade["net_pnl"] + trade["unrealised_pnl"]
                 continue
@@ -264,8 +267,13 @@ class _Replay:
     # --- one bar ---------------------------------------------------------------------------------------
     def _win(self, k: int, i: int) -> float:
         s = self.series[k]
-        key = setup_key(int(s.direction[i]), float(s.ratio[i]))
-        return _win_fraction(self.symbol_records[k], self.setup_records[k], key, self.scoring)
+        memo = (k, int(s.direction[i]), float(s.ratio[i]))
+        win = self.win_memo.get(memo)
+        if win is None:  # records change only when a trade settles, which clears the memo
+            key = setup_key(memo[1], memo[2])
+            win = _win_fraction(self.symbol_records[k], self.setup_records[k], key, self.scoring)
+            self.win_memo[memo] = win
+        return win
 
     def evaluate(self, k: int, i: int, now_ms: int) -> tuple[SignalEvaluation, float]:
         """The live path's verdict on bar ``i`` with the portfolio as it is at ``now_ms``."""
@@ -278,9 +286,13 @@ class _Replay:
             tier=Tier.FULL,
             limits=cfg.limits,
         ).notional
-        # A size capped at the notional limit comes back as quantity x price, which float rounding can put a
-        # hair above the cap; condition 6 would then reject every capped position at random.
-        proposed = min(proposed, cfg.limits.max_position_fraction * self.equity)
+        # A size capped at the notional limit comes back as quantity x price, and condition 6 divides it by
+        # the equity again: float rounding puts a capped position a hair above 5% about half of the time, and
+        # it would be rejected at random. Step the cap down to the largest value that passes that division.
+        cap = cfg.limits.max_position_fraction * self.equity
+        while cap / self.equity > cfg.limits.max_position_fraction:
+            cap = math.nextafter(cap, 0.0)
+        proposed = min(proposed, cap)
         window = cfg.returns_window
         others = {self.series[o].symbol: self.series[o].returns_upto(now_ms, window) for o in self.open if o != k}
         context = SignalContext(

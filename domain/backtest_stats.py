@@ -144,11 +144,12 @@ def correlation_with_ci(
 ) -> CorrelationEstimate:
     """Pearson and Spearman correlation of ``score`` (0-100) with ``r_multiple``, bootstrap intervals.
 
-    Each resample draws whole clusters with replacement (``clusters``: one label per pair, e.g. the
-    Fibonacci leg of overlapping setups; without it every pair is its own cluster, the ordinary bootstrap)
-    as multinomial counts, and recomputes both coefficients from per-cluster sums. The Spearman resamples
-    reuse the full sample's ranks rather than re-ranking each resample (exact for Pearson on the ranks; a
-    close approximation of re-ranked Spearman when n is large). Non-finite pairs are dropped first.
+    Each resample draws as many whole clusters as there are, with replacement (``clusters``: one label per
+    pair, e.g. the Fibonacci leg of overlapping setups; without it every pair is its own cluster, the
+    ordinary bootstrap), and recomputes both coefficients from per-cluster sums weighted by the draw counts.
+    The Spearman resamples reuse the full sample's ranks rather than re-ranking each resample (exact for
+    Pearson on the ranks; a close approximation of re-ranked Spearman when n is large). Non-finite pairs
+    are dropped first.
 
     Raises:
         InvalidDataError: different lengths, ``resamples < 1`` or ``confidence`` outside (0, 1).
@@ -186,10 +187,12 @@ def correlation_with_ci(
     rng = np.random.default_rng(seed)
     boot_p, boot_s = np.empty(resamples), np.empty(resamples)
     chunk = max(1, _BOOTSTRAP_CELLS // groups)
-    uniform = np.full(groups, 1.0 / groups)
     for start in range(0, resamples, chunk):
-        stop = min(resamples, start + chunk)
-        counts = rng.multinomial(groups, uniform, size=stop - start).astype(np.float64)
+        rows = min(resamples, start + chunk) - start
+        stop = start + rows
+        # Draw `groups` cluster indices per resample and count them: multinomial counts, but vectorised.
+        drawn = rng.integers(0, groups, size=(rows, groups)) + (np.arange(rows) * groups)[:, None]
+        counts = np.bincount(drawn.ravel(), minlength=rows * groups).reshape(rows, groups).astype(np.float64)
         boot_p[start:stop] = _pearson_from_sums(counts @ plain)
         boot_s[start:stop] = _pearson_from_sums(counts @ ranked)
     return CorrelationEstimate(

@@ -13,9 +13,11 @@ from candles held in memory. It behaves like Binance where tests depend on it:
 - signed /account checks X-MBX-APIKEY and the HMAC-SHA256 signature.
 
 Scripted faults (429/418 with Retry-After, 5xx HTML, slow answers, HTTP 200 maintenance pages, any error code)
-are queued with `inject` and friends and served to the next matching requests. Every switch is thread-safe and
-may be flipped while clients are running. Every request is logged (`requests()`), with the weight charged, so
-tests count weight from the emulator's own point of view.
+are queued with `inject` and friends and served to the next matching requests. Malformed klines ("abc" for a
+price, a missing field, an object) are served in place of a candle with `corrupt_kline`, every time its range is
+asked for. Every switch is thread-safe and may be flipped while clients are running. Every request is logged
+(`requests()`), with the weight charged and the klines answered, so tests count weight and rows from the
+emulator's own point of view.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class RequestRecord:
     used_weight: float  # weight used in the window after this request
     window: int
     fault: str | None
+    rows: int | None = None  # klines in the answer (klines requests answered 200 only)
 
 
 @dataclass
@@ -90,6 +93,7 @@ class _Series:
     values: np.ndarray
     step_ms: int
     rows_json: list[str] | None = None  # Binance kline rows, encoded once on first request
+    corrupted: dict[int, str] = field(default_factory=dict)  # ts -> JSON served instead of that candle
 
     def encoded(self) -> list[str]:
         # Encoding once keeps the emulator cheap next to the client it serves (same process, same GIL).
@@ -98,11 +102,19 @@ class _Series:
                 f'[{t},"{o!r}","{h!r}","{lo!r}","{c!r}","{v!r}",{t + self.step_ms - 1},"{v * c!r}",100,"0","0","0"]'
                 for t, (o, h, lo, c, v) in zip(self.ts.tolist(), self.values.tolist(), strict=True)
             ]
+            for ts, row in self.corrupted.items():
+                self.rows_json[int(np.searchsorted(self.ts, ts))] = row
         return self.rows_json
 
 
 class _Encoded(str):
     """A response body that is already JSON."""
+
+
+class _Klines(_Encoded):
+    """A klines answer, already JSON, that knows how many klines it holds."""
+
+    rows: int = 0
 
 
 def _step_ms(timeframe: str) -> int:
@@ -255,14 +267,43 @@ class BinanceEmulator:
         with self._lock:
             series = self._markets[symbol].series[timeframe]
             keep = (series.ts < start_ms) | (series.ts >= end_ms)
-            self._markets[symbol].series[timeframe] = _Series(series.ts[keep], series.values[keep], series.step_ms)
+            corrupted = {t: row for t, row in series.corrupted.items() if not start_ms <= t < end_ms}
+            self._markets[symbol].series[timeframe] = _Series(
+                series.ts[keep], series.values[keep], series.step_ms, corrupted=corrupted
+            )
             return int((~keep).sum())
 
-    def candles(self, symbol: str, timeframe: str) -> pl.DataFrame:
-        """What is served for (symbol, timeframe), as a frame with the candle schema."""
+    def kline(self, symbol: str, timeframe: str, ts_ms: int) -> list[Any]:
+        """The Binance kline served for the candle opening at `ts_ms` (12 fields; prices as strings)."""
         with self._lock:
             series = self._markets[symbol].series[timeframe]
-        ts, values = series.ts, series.values
+            row: list[Any] = json.loads(series.encoded()[self._index(series, ts_ms)])
+        return row
+
+    def corrupt_kline(self, symbol: str, timeframe: str, ts_ms: int, row: Any) -> None:
+        """Serve `row` (any JSON value, sent as given: a price "abc", a field missing, an object, a timestamp
+        that is not a number) in place of the candle opening at `ts_ms`, whenever a request's range covers
+        `ts_ms`. The candle leaves `candles()`: it is no longer served as a valid candle."""
+        with self._lock:
+            series = self._markets[symbol].series[timeframe]
+            self._index(series, ts_ms)
+            series.corrupted[ts_ms] = json.dumps(row, separators=(",", ":"))
+            series.rows_json = None
+
+    @staticmethod
+    def _index(series: _Series, ts_ms: int) -> int:
+        i = int(np.searchsorted(series.ts, ts_ms))
+        if i == len(series.ts) or int(series.ts[i]) != ts_ms:
+            raise KeyError(f"no candle opens at {ts_ms}")
+        return i
+
+    def candles(self, symbol: str, timeframe: str) -> pl.DataFrame:
+        """The valid candles served for (symbol, timeframe), as a frame with the candle schema (corrupted klines
+        have no such form and are left out)."""
+        with self._lock:
+            series = self._markets[symbol].series[timeframe]
+        keep = ~np.isin(series.ts, np.fromiter(series.corrupted, dtype=np.int64, count=len(series.corrupted)))
+        ts, values = series.ts[keep], series.values[keep]
         data: dict[str, Any] = {"ts": ts}
         for i, name in enumerate(["open", "high", "low", "close", "volume"]):
             data[name] = values[:, i]
@@ -412,7 +453,8 @@ class BinanceEmulator:
             self._send(handler, 429, body, "application/json", {"Retry-After": str(retry_after)}, used)
             return
         status, payload = self._answer(endpoint, params, parts.query, handler)
-        self._record(at, handler.command, parts.path, endpoint, params, status, weight, used, window, fault)
+        rows = payload.rows if isinstance(payload, _Klines) else None
+        self._record(at, handler.command, parts.path, endpoint, params, status, weight, used, window, fault, rows)
         body = payload if isinstance(payload, _Encoded) else json.dumps(payload, separators=(",", ":"))
         self._send(handler, status, body, "application/json", {}, used)
 
@@ -428,9 +470,10 @@ class BinanceEmulator:
         used: float,
         window: int,
         fault: Fault | None,
+        rows: int | None = None,
     ) -> None:
         label = fault.label if fault is not None else None
-        record = RequestRecord(at, method, path, endpoint, params, status, weight, used, window, label)
+        record = RequestRecord(at, method, path, endpoint, params, status, weight, used, window, label, rows)
         with self._lock:
             self._log.append(record)
 
@@ -521,7 +564,9 @@ class BinanceEmulator:
             lo = max(lo, hi - limit)  # no startTime: the newest `limit` candles up to endTime
         else:
             hi = min(hi, lo + limit)
-        return 200, _Encoded("[" + ",".join(rows[lo:hi]) + "]")
+        answer = _Klines("[" + ",".join(rows[lo:hi]) + "]")
+        answer.rows = max(0, hi - lo)
+        return 200, answer
 
     def _depth(self, params: dict[str, str]) -> tuple[int, Any]:
         market = self._market_for(params)

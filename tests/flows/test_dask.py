@@ -27,7 +27,9 @@ needs_dask = pytest.mark.skipif(
 
 
 def test_a_missing_extra_is_a_configuration_error_naming_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "prefect_dask", None)  # what `import prefect_dask` sees when not installed
+    # None in sys.modules is what an import sees when the package is not installed (even if imported earlier)
+    monkeypatch.setitem(sys.modules, "prefect_dask", None)
+    monkeypatch.setitem(sys.modules, "prefect_dask.task_runners", None)
     with pytest.raises(ConfigurationError, match=r"pip install 'strategy-engine\[dask\]'"):
         with_dask(evaluate_signals)
 
@@ -36,10 +38,12 @@ def test_a_missing_extra_is_a_configuration_error_naming_the_install(monkeypatch
 def test_with_dask_swaps_only_the_task_runner() -> None:
     local = with_dask(evaluate_signals, n_workers=3)
     remote = with_dask(ingest, address="tcp://127.0.0.1:8786")
-    assert type(local.task_runner).__name__ == "DaskTaskRunner"
-    assert local.task_runner.cluster_kwargs["n_workers"] == 3
-    assert local.task_runner.cluster_kwargs["processes"] is True
-    assert remote.task_runner.address == "tcp://127.0.0.1:8786"
+    local_runner: Any = local.task_runner
+    remote_runner: Any = remote.task_runner
+    assert type(local_runner).__name__ == "DaskTaskRunner"
+    assert local_runner.cluster_kwargs["n_workers"] == 3
+    assert local_runner.cluster_kwargs["processes"] is True
+    assert remote_runner.address == "tcp://127.0.0.1:8786"
     assert (local.name, remote.name) == (evaluate_signals.name, ingest.name)
     assert type(evaluate_signals.task_runner).__name__ == "ThreadPoolTaskRunner"  # the original is untouched
     with pytest.raises(ConfigurationError):
@@ -79,7 +83,12 @@ def without(rows: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_ingest_and_signals_on_a_local_dask_cluster_store_what_threads_store(db: Engine, emulator_blocks: str) -> None:
-    common = {"exchange": "binance", "symbols": SYMBOLS, "block": emulator_blocks, "symbols_per_task": 1}
+    common: dict[str, Any] = {
+        "exchange": "binance",
+        "symbols": SYMBOLS,
+        "block": emulator_blocks,
+        "symbols_per_task": 1,
+    }
 
     threaded_ingest = ingest(**common, lookback=LOOKBACK)
     by_threads = stored_candles(db)
@@ -98,7 +107,7 @@ def test_ingest_and_signals_on_a_local_dask_cluster_store_what_threads_store(db:
     assert {k: by_dask[k] for k in common_keys} == {k: by_threads[k] for k in common_keys}
 
     # signals on the 1m base timeframe read the newest stored candles only, so both runners must agree exactly
-    same = {"timeframe": "1m", "signal_timeframe": "1m"}
+    same: dict[str, Any] = {"timeframe": "1m", "signal_timeframe": "1m"}
     threaded = evaluate_signals(**common, **same)
     on_dask = with_dask(evaluate_signals)(**common, **same)
     assert without(on_dask, "signal_id", "cache") == without(threaded, "signal_id", "cache")

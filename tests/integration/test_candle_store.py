@@ -104,3 +104,20 @@ def test_batch_with_duplicate_keys_is_refused(db: Engine) -> None:
     frame = make_frame("BTC/USDT", 5)
     with pytest.raises(InvalidDataError, match="twice"):
         ingest(db, pl.concat([frame, frame.head(1)]))
+
+
+def test_bucket_counts_match_the_stored_candles_after_any_mix_of_writes(db: Engine) -> None:
+    btc = make_frame("BTC/USDT", 500)
+    ingest(db, btc.head(130))  # fast path
+    ingest(db, btc.slice(100, 200).with_columns(pl.col("volume") + 1))  # merge: 30 revisions, 170 inserts
+    ingest(db, btc, fast_path=False)  # merge: inserts the rest, duplicates/revisions for the others
+    ingest(db, make_frame("ETH/USDT", 77, seed=4))
+    with db.connect() as conn:
+        counted = conn.execute(text("SELECT symbol, bucket, n FROM candle_counts ORDER BY 1, 2")).all()
+        actual = conn.execute(
+            text(
+                "SELECT symbol, date_bin(interval '60 minutes', ts, to_timestamp(0)) AS b, count(*)"
+                " FROM candles GROUP BY 1, 2 ORDER BY 1, 2"
+            )
+        ).all()
+    assert [tuple(r) for r in counted] == [tuple(r) for r in actual]

@@ -13,7 +13,7 @@ from polars.testing import assert_frame_equal
 
 from adapters.exchange import OHLCV_SCHEMA, ExchangeClient, OhlcvPage
 from adapters.replay import FileCandleSource, ReplayExchange, SimulatedCandleSource, aggregate_candles
-from domain.candles import validate_frame
+from domain.candles import RECEIVED_SCHEMA, validate_frame
 from domain.errors import BadRequestError, BadSymbolError, ExchangeUnavailable, SuspiciousEmptyPage
 from domain.market_sim import MarketSimConfig
 from domain.timeframes import DAY_MS, timeframe_ms
@@ -43,6 +43,14 @@ def replay(clock: Clock, *, days: int = 3, config: MarketSimConfig | None = None
     return ReplayExchange(source, clock_ms=clock, **kw)
 
 
+def candles_of(pages: list[OhlcvPage]) -> pl.DataFrame:
+    """The candle columns of replay pages: RECEIVED_SCHEMA, with nothing the typed columns cannot hold."""
+    frame = pl.concat([p.frame for p in pages])
+    assert frame.schema == RECEIVED_SCHEMA
+    assert frame.select(pl.col("raw", "parse_error", "parse_detail").null_count()).row(0) == (frame.height,) * 3
+    return frame.select(OHLCV_SCHEMA.names())
+
+
 async def collect(ex: ReplayExchange, symbol: str, timeframe: str, start: int, end: int, **kw: Any) -> list[OhlcvPage]:
     pages = []
     cursor = start
@@ -62,8 +70,7 @@ def test_paging_over_a_range_serves_exactly_the_closed_candles() -> None:
     pages = run(collect(ex, "BTC/USDT", "1m", START + 100 * M, START + 3 * DAY_MS))
     assert all(p.frame.height <= 500 for p in pages)
     assert [p.start_ms for p in pages[1:]] == [p.end_ms for p in pages[:-1]]
-    served = pl.concat([p.frame for p in pages])
-    assert served.schema == OHLCV_SCHEMA
+    served = candles_of(pages)
     truth = ex.source.load("BTC/USDT", "1m")
     expected = truth.filter((pl.col("ts") >= START + 100 * M) & (pl.col("ts") + M <= clock.now_ms))
     assert_frame_equal(served, expected)
@@ -92,7 +99,7 @@ def test_higher_timeframes_are_aggregated_from_1m() -> None:
     clock = Clock(START + 3 * DAY_MS)
     ex = replay(clock)
     pages = run(collect(ex, "DOGE/USDT", "15m", START, START + DAY_MS))
-    served = pl.concat([p.frame for p in pages])
+    served = candles_of(pages)
     base = ex.source.load("DOGE/USDT", "1m").filter(pl.col("ts") < START + DAY_MS)
     assert served.height == 96
     first = base.filter(pl.col("ts") < START + 15 * M)
@@ -198,7 +205,8 @@ def test_file_source_reads_csv_and_parquet(tmp_path: Path) -> None:
     for symbol in source.symbols():
         page = run(ex.fetch_ohlcv_page(symbol, "1m", START, 10))
         assert page.frame["ts"].to_list() == [START + i * M for i in (0, 1, 2, 4)]
-        assert page.frame.schema == OHLCV_SCHEMA
+        assert page.frame["row_index"].to_list() == [0, 1, 2, 3]
+        assert candles_of([page]).schema == OHLCV_SCHEMA
 
 
 # ------------------------------------------------------------------------------- real data (../shared)
