@@ -6,6 +6,7 @@ import typer
 
 from cli import (
     backfill_command,
+    backtest_command,
     blocks_commands,
     credentials_commands,
     data_commands,
@@ -29,6 +30,7 @@ app.command("gaps")(data_commands.gaps_command)
 app.command("jobs")(data_commands.jobs_command)
 app.command("backfill")(backfill_command.backfill_command)
 app.command("run")(run_command.run_command)
+app.command("backtest")(backtest_command.backtest_command)
 
 
 @app.callback()

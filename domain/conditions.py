@@ -189,7 +189,8 @@ def check_position_size(*, proposed_notional: float, equity: float, config: Cond
     if not equity > 0:
         return ConditionResult("position_size", False, float("nan"), limit, f"equity {equity} is not positive")
     fraction = abs(proposed_notional) / equity
-    passed = fraction <= limit
+    # A size capped at exactly the limit comes back as quantity x price; float rounding must not reject it.
+    passed = fraction <= limit * (1 + 1e-9)
     verb = "within" if passed else "exceeds"
     return ConditionResult(
         "position_size", passed, fraction, limit, f"position {fraction:.2%} of equity {verb} the {limit:.0%} limit"

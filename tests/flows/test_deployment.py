@@ -46,7 +46,7 @@ def test_deployment_from_prefect_yaml_runs_on_a_worker(
     prefect("--no-prompt", "deploy", "--all", env=env)
     with get_client(sync_client=True) as client:
         names = {d.name for d in client.read_deployments()}
-    assert {"ingest", "backfill", "evaluate-signals", "execute", "pipeline", "rotate-keys"} <= names
+    assert {"ingest", "backfill", "evaluate-signals", "execute", "pipeline", "backtest", "rotate-keys"} <= names
 
     prefect(
         "deployment",

@@ -56,7 +56,7 @@ def test_a_permanent_fault_fails_only_that_symbols_task(
     assert len(bbb) == 1  # permanent: neither the in-task retry nor the task retry asked again
 
 
-def test_pipeline_on_the_replay_exchange(db: Engine, pg_url: str, redis_url: str) -> None:
+def test_pipeline_on_the_replay_exchange(db: Engine, pg_url: str, redis_url: str, tmp_path) -> None:
     prefix = make_blocks(pg_url, redis_url, exchange="replay")
     summary = pipeline(
         exchange="replay",
@@ -80,3 +80,21 @@ def test_pipeline_on_the_replay_exchange(db: Engine, pg_url: str, redis_url: str
         keys = {a.key for a in client.read_artifacts()}
     for key in ("data-quality-replay", "continuity-replay", "backfill-replay", "signals-replay", "paper-pnl-replay"):
         assert key in keys
+
+    # the backtest flow replays what the pipeline stored and reports as an artifact and files
+    from flows.backtest import backtest
+
+    out = backtest(
+        exchange="replay",
+        symbols=["BTC/USDT", "ETH/USDT"],
+        timeframe="5m",
+        days=3,
+        controls=1,
+        reports_dir=str(tmp_path),
+        audit_cuts=2,
+        block=prefix,
+    )
+    assert out["audit_ok"] is True
+    assert {p.rsplit("/", 1)[-1] for p in out["files"]} >= {"backtest-5m.md", "backtest-5m-equity.png"}
+    with get_client(sync_client=True) as client:
+        assert "backtest-replay-5m" in {a.key for a in client.read_artifacts()}

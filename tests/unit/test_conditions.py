@@ -182,3 +182,17 @@ def test_confidence_is_a_fraction_and_rejection_follows_the_rules(
     hard = any(not r.passed for r in report.results if r.name in {"position_size", "correlation"})
     assert report.rejected == (report.confidence < 0.6 or hard)
     assert bool(report.reasons) == report.rejected
+
+
+def test_a_position_capped_exactly_at_the_limit_passes_despite_float_rounding() -> None:
+    from domain.conditions import ConditionConfig, check_position_size
+
+    config = ConditionConfig()
+    equity, price = 10_000.0, 0.1234567
+    quantity = equity * config.max_position_fraction / price  # what the sizer's cap gives
+    result = check_position_size(proposed_notional=quantity * price, equity=equity, config=config)
+    assert result.passed
+    over = check_position_size(
+        proposed_notional=equity * config.max_position_fraction * 1.001, equity=equity, config=config
+    )
+    assert not over.passed
