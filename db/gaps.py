@@ -232,17 +232,33 @@ def reset_watermarks(conn: Connection, *, exchange: str, symbols: Sequence[str],
 
 
 def record_empty_range(
-    conn: Connection, *, exchange: str, symbol: str, timeframe: str, start_ms: int, end_ms: int
+    conn: Connection,
+    *,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    start_ms: int,
+    end_ms: int,
+    reason: str = "no_candles",
 ) -> None:
-    """Remember that the exchange confirmed (twice) that [start, end) has no candles."""
+    """Remember that the exchange answered twice without a usable candle in [start, end): `no_candles` (no
+    trades) or `quarantined` (only broken candles, kept in candle_quarantine). Gap scans skip the range."""
     conn.execute(
         text(
-            "INSERT INTO empty_ranges (exchange, symbol, timeframe, range_start, range_end)"
-            f" VALUES (:exchange, :symbol, :timeframe, {_TS.format(':start')}, {_TS.format(':end')})"
+            "INSERT INTO empty_ranges (exchange, symbol, timeframe, range_start, range_end, reason)"
+            f" VALUES (:exchange, :symbol, :timeframe, {_TS.format(':start')}, {_TS.format(':end')}, :reason)"
             f" ON CONFLICT (exchange, symbol, timeframe, range_start) DO UPDATE"
-            " SET range_end = greatest(empty_ranges.range_end, EXCLUDED.range_end), confirmed_at = now()"
+            " SET range_end = greatest(empty_ranges.range_end, EXCLUDED.range_end), confirmed_at = now(),"
+            " reason = EXCLUDED.reason"
         ),
-        {"exchange": exchange, "symbol": symbol, "timeframe": timeframe, "start": start_ms, "end": end_ms},
+        {
+            "exchange": exchange,
+            "symbol": symbol,
+            "timeframe": timeframe,
+            "start": start_ms,
+            "end": end_ms,
+            "reason": reason,
+        },
     )
 
 

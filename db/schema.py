@@ -157,6 +157,8 @@ empty_ranges = Table(
     _tstz("range_start"),
     _tstz("range_end"),
     Column("answers", SmallInteger, nullable=False, server_default=text("2")),
+    # no_candles: answered empty twice (no trades); quarantined: answered twice only with broken candles.
+    Column("reason", Text, nullable=False, server_default="no_candles"),
     _tstz("confirmed_at", now=True),
     PrimaryKeyConstraint("exchange", "symbol", "timeframe", "range_start"),
     CheckConstraint("range_start < range_end", name="range"),

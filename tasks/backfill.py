@@ -27,7 +27,7 @@ from db.gaps import find_gaps, known_first_candles, record_empty_range, record_f
 from db.ingest import BatchReport, store_batch
 from domain.candles import validate_frame
 from domain.errors import PermanentError, SuspiciousEmptyPage, TransientError
-from domain.gaps import Priority, PriorityPolicy, prioritise
+from domain.gaps import Priority, PriorityPolicy, missing_from_sorted, prioritise
 from domain.timeframes import timeframe_ms
 
 log = logging.getLogger(__name__)
@@ -161,23 +161,39 @@ async def fetch_with_retry(
 
 
 def store_page(
-    engine: Engine, job: BackfillJob, page: OhlcvPage, *, now_ms: int, source: str
+    engine: Engine, job: BackfillJob, page: OhlcvPage, *, now_ms: int, source: str, answered_once: bool = False
 ) -> tuple[BackfillJob, BatchReport]:
-    """Validate a page and, in ONE transaction, store it, record a confirmed-empty range and move the
-    checkpoint to the page's end."""
+    """Validate a page and, in ONE transaction, store it, record what the exchange confirmed has no usable
+    candle, and move the checkpoint to the page's end.
+
+    Confirmed: an empty page asked twice, or, when `answered_once` (the exchange already left these candles
+    out of a page it returned), whatever this second answer still lacks, because it had no trade
+    (`no_candles`) or sent only broken rows (`quarantined`, kept in candle_quarantine): refetching either
+    forever would only quarantine the same rows again.
+    """
     result = validate_frame(page.frame, timeframe=job.timeframe, now_ms=now_ms)
     with engine.begin() as conn:
         report = store_batch(
             conn, result, exchange=job.exchange, symbol=job.symbol, timeframe=job.timeframe, source=source
         )
+        confirmed: list[tuple[int, int]] = []
         if page.confirmed_empty:
+            confirmed = [(page.start_ms, page.end_ms)]
+        elif answered_once:
+            present = sorted(result.accepted["ts"].to_list())
+            confirmed = missing_from_sorted(
+                present, start_ms=page.start_ms, end_ms=page.end_ms, timeframe=job.timeframe
+            )
+        broken = [t for t in result.rejected["ts"].to_list() if t is not None]
+        for start, end in confirmed:
             record_empty_range(
                 conn,
                 exchange=job.exchange,
                 symbol=job.symbol,
                 timeframe=job.timeframe,
-                start_ms=page.start_ms,
-                end_ms=page.end_ms,
+                start_ms=start,
+                end_ms=end,
+                reason="quarantined" if any(start <= t < end for t in broken) else "no_candles",
             )
         job = advance_in(conn, job, checkpoint_ms=page.end_ms, candles_stored=report.inserted + report.revised)
     return job, report
@@ -204,7 +220,13 @@ async def run_job(
         try:
             page = await fetch_with_retry(source, job, since, end, first_candle, options, answered_once=answered_once)
             job, report = await asyncio.to_thread(
-                store_page, engine, job, page, now_ms=now_ms, source=f"{source.exchange_id}:backfill"
+                store_page,
+                engine,
+                job,
+                page,
+                now_ms=now_ms,
+                source=f"{source.exchange_id}:backfill",
+                answered_once=answered_once,
             )
         except (TransientError, PermanentError) as exc:
             permanent = isinstance(exc, PermanentError)

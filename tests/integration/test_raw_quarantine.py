@@ -199,3 +199,21 @@ def test_backfill_quarantines_raw_values_and_loses_nothing(db: Engine, emulator:
     assert served == DAY_MS // MINUTE_MS + len(BAD)
     assert progress.inserted + progress.revised + progress.duplicates + progress.quarantined == served
     assert (progress.inserted, progress.quarantined) == (DAY_MS // MINUTE_MS - len(BAD), len(quarantined))
+
+    # Twice answered with only broken rows: recorded as such, so the next run neither refetches nor
+    # quarantines them again.
+    with db.connect() as conn:
+        unusable = conn.execute(
+            text(
+                "SELECT (extract(epoch FROM range_start) * 1000)::bigint, reason FROM empty_ranges"
+                " WHERE symbol = :s ORDER BY 1"
+            ),
+            {"s": SYMBOL},
+        ).all()
+    assert {ts for ts, reason in unusable if reason == "quarantined"} == {ABC_PRICE, MISSING_FIELD, OBJECT_PRICE}
+    emulator.reset_log()
+    again = asyncio.run(go())
+    assert again.gaps_found == 0
+    assert emulator.requests("klines") == []
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM candle_quarantine")).scalar_one() == len(quarantined)

@@ -110,6 +110,7 @@ def upgrade() -> None:
         sa.Column("range_start", sa.DateTime(timezone=True), nullable=False),
         sa.Column("range_end", sa.DateTime(timezone=True), nullable=False),
         sa.Column("answers", sa.SmallInteger(), server_default=sa.text("2"), nullable=False),
+        sa.Column("reason", sa.Text(), server_default="no_candles", nullable=False),
         sa.Column("confirmed_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint("range_start < range_end", name=op.f("ck_empty_ranges_range")),
         sa.PrimaryKeyConstraint("exchange", "symbol", "timeframe", "range_start", name=op.f("pk_empty_ranges")),
