@@ -43,7 +43,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -459,6 +459,32 @@ def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def judge_page(
+    page: OhlcvPage,
+    *,
+    suspicious: set[tuple[str, str, int, int]],
+    covered: bool,
+    confirm_empty: bool,
+    exchange_id: str,
+) -> OhlcvPage:
+    """The empty-page rule shared by every source. A page with rows, or an empty one outside what the market
+    covers (`covered` False: in the future or before listing), is returned as is. An empty page inside the
+    market's history raises SuspiciousEmptyPage the first time; asked again for the same window (remembered in
+    `suspicious`, per client) or with `confirm_empty`, it comes back `confirmed_empty=True`."""
+    key = (page.symbol, page.timeframe, page.start_ms, page.end_ms)
+    if page.frame.height or not covered:
+        suspicious.discard(key)
+        return page
+    if confirm_empty or key in suspicious:
+        suspicious.discard(key)
+        return replace(page, confirmed_empty=True)
+    suspicious.add(key)
+    raise SuspiciousEmptyPage(
+        f"{exchange_id} fetch_ohlcv {page.symbol} {page.timeframe}: empty answer for [{page.start_ms}, "
+        f"{page.end_ms}) inside the market's history; ask again for the same window to confirm it is empty"
+    )
+
+
 class ExchangeClient:
     """An async ccxt client built from plain values. Use as ``async with ExchangeClient(...) as client``.
 
@@ -647,21 +673,13 @@ class ExchangeClient:
             _RECEIVED_OHLCV.reset(token)
         # What the parser saw, unless this exchange's fetch_ohlcv parses without its parse_ohlcv.
         frame = _page_frame(received or rows, since_ms, end)
-        key = (symbol, timeframe, since_ms, end)
-        if frame.height:
-            self._suspicious.discard(key)
-            return OhlcvPage(symbol, timeframe, since_ms, end, frame)
         first = first_candle_ms if first_candle_ms is not None else self._first_candle.get((symbol, timeframe))
-        covered = since_ms <= last_closed_open(self._clock_ms(), timeframe) and (first is None or end > first)
-        if not covered:
-            return OhlcvPage(symbol, timeframe, since_ms, end, frame)
-        if confirm_empty or key in self._suspicious:
-            self._suspicious.discard(key)
-            return OhlcvPage(symbol, timeframe, since_ms, end, frame, confirmed_empty=True)
-        self._suspicious.add(key)
-        raise SuspiciousEmptyPage(
-            f"{self.exchange_id} fetch_ohlcv {symbol} {timeframe}: empty answer for [{since_ms}, {end}) inside "
-            "the market's history; ask again for the same window to confirm it is empty"
+        return judge_page(
+            OhlcvPage(symbol, timeframe, since_ms, end, frame),
+            suspicious=self._suspicious,
+            covered=since_ms <= last_closed_open(self._clock_ms(), timeframe) and (first is None or end > first),
+            confirm_empty=confirm_empty,
+            exchange_id=self.exchange_id,
         )
 
     async def iter_ohlcv_pages(

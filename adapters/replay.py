@@ -47,6 +47,7 @@ from adapters.exchange import (
     MarketInfo,
     OhlcvPage,
     OrderBook,
+    judge_page,
 )
 from adapters.rate_limit import WeightLimiter
 from domain.candles import CANDLE_SCHEMA
@@ -55,7 +56,6 @@ from domain.errors import (
     BadSymbolError,
     InvalidDataError,
     StrategyEngineError,
-    SuspiciousEmptyPage,
 )
 from domain.market_sim import MarketSimConfig, series_seed, simulate_candles, synthetic_order_book
 from domain.timeframes import DAY_MS, align_down, last_closed_open, timeframe_ms
@@ -445,21 +445,13 @@ class ReplayExchange:
         hi = int(np.searchsorted(series.ts, upper, side="left")) if upper > since_ms else lo
         frame = _as_received(series.frame.slice(lo, min(hi - lo, count)))
         self._done(symbol, started)
-        key = (symbol, timeframe, since_ms, end)
-        if frame.height:
-            self._suspicious.discard(key)
-            return OhlcvPage(symbol, timeframe, since_ms, end, frame)
         first = first_candle_ms if first_candle_ms is not None else (int(series.ts[0]) if series.ts.size else None)
-        covered = since_ms <= last_closed_open(now, timeframe) and (first is None or end > first)
-        if not covered:
-            return OhlcvPage(symbol, timeframe, since_ms, end, frame)
-        if confirm_empty or key in self._suspicious:
-            self._suspicious.discard(key)
-            return OhlcvPage(symbol, timeframe, since_ms, end, frame, confirmed_empty=True)
-        self._suspicious.add(key)
-        raise SuspiciousEmptyPage(
-            f"{self.exchange_id} fetch_ohlcv {symbol} {timeframe}: empty answer for [{since_ms}, {end}) inside "
-            "the market's history; ask again for the same window to confirm it is empty"
+        return judge_page(
+            OhlcvPage(symbol, timeframe, since_ms, end, frame),
+            suspicious=self._suspicious,
+            covered=since_ms <= last_closed_open(now, timeframe) and (first is None or end > first),
+            confirm_empty=confirm_empty,
+            exchange_id=self.exchange_id,
         )
 
     async def iter_ohlcv_pages(
