@@ -7,6 +7,7 @@ from typing import TypeVar, cast
 
 from prefect.blocks.core import Block
 from prefect.exceptions import ObjectNotFound
+from pydantic import SecretStr
 
 from blocks.database import TimescaleDatabase
 from blocks.exchange_account import ExchangeAccount
@@ -71,6 +72,31 @@ def ensure_default_documents(settings: Settings) -> list[RegisteredDocument]:
             block.save(name)
         results.append(RegisteredDocument(type(block).get_block_type_slug(), name, created=not exists))
     return results
+
+
+def sync_documents(settings: Settings) -> list[str]:
+    """Make the `settings.block_prefix` database, cache and exchange documents match `settings` (creating or
+    overwriting them); returns what changed. `strategy-engine run` uses it so the flows it starts write to the
+    database it just migrated. Encryption keys are never touched here."""
+    name = settings.block_prefix
+    wanted: list[tuple[Block, str, object]] = [
+        (TimescaleDatabase(url=settings.database_url), "url", settings.database_url.get_secret_value()),
+        (MarketCache(redis_url=settings.redis_url), "redis_url", settings.redis_url.get_secret_value()),
+        (ExchangeAccount(exchange_id=settings.exchange), "exchange_id", settings.exchange),
+    ]
+    changed = []
+    for block, field, value in wanted:
+        current = load_block(type(block), name)
+        current_value = None if current is None else getattr(current, field)
+        if isinstance(current_value, SecretStr):
+            current_value = current_value.get_secret_value()
+        if current is None:
+            block.save(name)
+            changed.append(f"{type(block).get_block_type_slug()}/{name} created")
+        elif current_value != value:
+            block.save(name, overwrite=True)
+            changed.append(f"{type(block).get_block_type_slug()}/{name} {field} updated from settings")
+    return changed
 
 
 def resolve_keyring(settings: Settings) -> Keyring:

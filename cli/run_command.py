@@ -17,7 +17,7 @@ from rich.table import Table
 from sqlalchemy import text
 
 from cli.common import console, friendly_errors, settings
-from db.embedded import ensure_local_database
+from db.embedded import EmbeddedServer, ensure_local_database
 from db.engine import ensure_database, make_engine, safe_url
 from db.migrate import current_revision, upgrade
 from db.signals import signal_counts
@@ -32,7 +32,7 @@ def _ui_running() -> bool:
         return sock.connect_ex((UI_HOST, UI_PORT)) == 0
 
 
-def _prepare_database() -> str:
+def _prepare_database() -> tuple[str, EmbeddedServer | None]:
     explicit = "DATABASE_URL" in os.environ or "SE_DATABASE_URL" in os.environ
     server = ensure_local_database(not explicit, Path(".data"))
     if server is not None:
@@ -48,7 +48,7 @@ def _prepare_database() -> str:
             console.print(f"migrated {safe_url(url)} to {current_revision(engine)}")
     finally:
         engine.dispose()
-    return url
+    return url, server
 
 
 @friendly_errors
@@ -60,7 +60,15 @@ def run_command(
     """Run the main job: migrate, register blocks, run the pipeline, print what happened."""
     if "PREFECT_API_URL" not in os.environ and _ui_running():
         os.environ["PREFECT_API_URL"] = f"http://{UI_HOST}:{UI_PORT}/api"
-    url = _prepare_database()
+    url, server = _prepare_database()
+    try:
+        _run(url, exchange, symbols, days)
+    finally:
+        if server is not None and server.started:
+            server.stop()  # the data stays under .data/postgres; the next run starts it again in ~0.1 s
+
+
+def _run(url: str, exchange: str | None, symbols: str | None, days: int | None) -> None:
     if exchange:
         os.environ["SE_EXCHANGE"] = exchange
     cfg = settings()
@@ -68,16 +76,12 @@ def run_command(
     history = days or cfg.history_days
 
     # Imported here: Prefect reads PREFECT_API_URL when it is imported.
-    from blocks.exchange_account import ExchangeAccount
-    from blocks.registration import ensure_default_documents, load_block, register_block_types
+    from blocks.registration import register_block_types, sync_documents
     from flows.pipeline import pipeline
 
     register_block_types()
-    ensure_default_documents(cfg)
-    account = load_block(ExchangeAccount, cfg.block_prefix)
-    if account is not None and account.exchange_id != cfg.exchange:
-        ExchangeAccount(exchange_id=cfg.exchange).save(cfg.block_prefix, overwrite=True)
-        console.print(f"ExchangeAccount/{cfg.block_prefix} now points at {cfg.exchange}")
+    for change in sync_documents(cfg):  # the flows must use the database just migrated
+        console.print(change)
 
     console.print(
         f"running pipeline on [bold]{cfg.exchange}[/bold] for {', '.join(names)}: {history} days of "

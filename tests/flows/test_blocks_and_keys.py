@@ -72,3 +72,17 @@ def test_no_key_anywhere_is_a_clear_error(prefix: str) -> None:
     result = runner.invoke(app, ["keys", "rotate"])
     assert result.exit_code == 2
     assert "no encryption key configured" in result.output and "keys generate" in result.output
+
+
+def test_sync_documents_makes_blocks_follow_settings(prefix: str, pg_url: str) -> None:
+    from blocks.registration import sync_documents
+    from cli.common import settings
+
+    TimescaleDatabase(url=SecretStr("postgresql+psycopg://postgres@127.0.0.1:5432/some_other_db")).save(prefix)
+    changes = sync_documents(settings())
+    assert f"se-timescale-database/{prefix} url updated from settings" in changes
+    block = load_block(TimescaleDatabase, prefix)
+    assert block is not None
+    assert block.url.get_secret_value() == pg_url
+    assert all("url" not in c for c in sync_documents(settings()))  # nothing left to change
+    assert all(pg_url not in c for c in changes)  # never print the URL
