@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from adapters.cache import MarketDataCache, TtlPolicy
 from blocks.keys import DOCS_URL
 
 
@@ -32,3 +33,18 @@ cache_settings = MarketCache.load("BLOCK_NAME")
     socket_timeout_s: float = Field(
         default=0.25, gt=0, description="Redis socket timeout; a slower cache is bypassed, in seconds."
     )
+
+    def cache(self) -> MarketDataCache:
+        """A cache client with this block's URL and TTL policy (close it when done)."""
+        ttl = TtlPolicy(
+            ohlcv_min_s=self.ohlcv_ttl_min_s,
+            ohlcv_max_s=self.ohlcv_ttl_max_s,
+            order_book_ms=self.order_book_ttl_ms,
+            balance_s=self.balance_ttl_s,
+        )
+        return MarketDataCache(
+            self.redis_url.get_secret_value(),
+            key_prefix=self.key_prefix,
+            ttl=ttl,
+            socket_timeout_s=self.socket_timeout_s,
+        )

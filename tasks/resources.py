@@ -15,10 +15,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from adapters.cache import MarketDataCache, TtlPolicy
-from adapters.sources import open_source
+from adapters.cache import MarketDataCache
 from blocks.database import TimescaleDatabase
 from blocks.exchange_account import ExchangeAccount
+from blocks.keys import EncryptionKeys
 from blocks.market_cache import MarketCache
 from blocks.registration import require_block
 from db.engine import make_engine
@@ -40,37 +40,22 @@ def engine_for(block_name: str) -> Engine:
 
 def cache_for(block_name: str) -> MarketDataCache:
     """A cache client per the MarketCache block (close it when done)."""
-    block = require_block(MarketCache, block_name)
-    ttl = TtlPolicy(
-        ohlcv_min_s=block.ohlcv_ttl_min_s,
-        ohlcv_max_s=block.ohlcv_ttl_max_s,
-        order_book_ms=block.order_book_ttl_ms,
-        balance_s=block.balance_ttl_s,
-    )
-    return MarketDataCache(
-        block.redis_url.get_secret_value(),
-        key_prefix=block.key_prefix,
-        ttl=ttl,
-        socket_timeout_s=block.socket_timeout_s,
-    )
+    return require_block(MarketCache, block_name).cache()
 
 
 def account_for(block_name: str) -> ExchangeAccount:
-    return require_block(ExchangeAccount, block_name)
+    """The ExchangeAccount block; with `credentials_name`, a copy carrying those credentials decrypted in
+    memory (never returned from a task, never saved)."""
+    account = require_block(ExchangeAccount, block_name)
+    if account.credentials_name is None or account.api_key is not None:
+        return account
+    return account.with_stored_credentials(
+        require_block(TimescaleDatabase, block_name), require_block(EncryptionKeys, block_name)
+    )
 
 
 @asynccontextmanager
 async def source_for(account: ExchangeAccount, symbols: Sequence[str], *, history_days: int = 30) -> AsyncIterator[Any]:
     """The account's exchange (or the replay exchange) as an async source, closed on exit."""
-    async with open_source(
-        account.exchange_id,
-        api_url=account.api_url,
-        api_key=account.api_key,
-        secret=account.secret,
-        password=account.password,
-        sandbox=account.sandbox,
-        timeout_ms=account.timeout_ms,
-        symbols=symbols,
-        history_days=history_days,
-    ) as source:
+    async with account.open_source(symbols, history_days=history_days) as source:
         yield source

@@ -86,3 +86,37 @@ def test_sync_documents_makes_blocks_follow_settings(prefix: str, pg_url: str) -
     assert block.url.get_secret_value() == pg_url
     assert all("url" not in c for c in sync_documents(settings()))  # nothing left to change
     assert all(pg_url not in c for c in changes)  # never print the URL
+
+
+def test_exchange_account_uses_credentials_stored_encrypted(prefix: str, db: Engine, pg_url: str) -> None:
+    import asyncio
+
+    from blocks.keys import EncryptionKeys
+    from db.crypto import generate_key
+    from tasks.resources import account_for, source_for
+    from tests.emulator.binance import run_binance_emulator
+
+    keys = EncryptionKeys(keys=[generate_key()])
+    keys.save(prefix)
+    TimescaleDatabase(url=SecretStr(pg_url)).save(prefix)
+    add_credentials(
+        db,
+        keys.keyring(),
+        ExchangeCredentials(name="main", exchange="binance", api_key=SecretStr("EMU-KEY"), secret=SecretStr("EMU-SEC")),
+    )
+    with run_binance_emulator(api_key="EMU-KEY", secret="EMU-SEC") as emulator:
+        from blocks import ExchangeAccount
+
+        ExchangeAccount(exchange_id="binance", api_url=emulator.url, credentials_name="main").save(prefix)
+        stored = load_block(ExchangeAccount, prefix)
+        assert stored is not None
+        assert stored.api_key is None  # the block itself holds no secret, only the name
+        account = account_for(prefix)
+        assert "EMU-KEY" not in repr(account)
+
+        async def balance() -> dict:
+            async with source_for(account, []) as source:
+                return await source.fetch_balance()
+
+        balances = asyncio.run(balance())
+    assert balances["USDT"].total == 1000.0
