@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine
@@ -114,9 +116,10 @@ def test_exchange_account_uses_credentials_stored_encrypted(prefix: str, db: Eng
         account = account_for(prefix)
         assert "EMU-KEY" not in repr(account)
 
-        async def balance() -> dict:
+        async def balance() -> dict[str, Any]:
             async with source_for(account, []) as source:
-                return await source.fetch_balance()
+                result: dict[str, Any] = await source.fetch_balance()
+                return result
 
         balances = asyncio.run(balance())
     assert balances["USDT"].total == 1000.0
