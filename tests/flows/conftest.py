@@ -39,7 +39,9 @@ def emulator() -> Iterator[BinanceEmulator]:
     end = last_closed_open(int(time.time() * 1000), "1m") + MINUTE_MS
     with run_binance_emulator() as emu:
         for i, symbol in enumerate(SYMBOLS):
-            emu.add_market(symbol, candles=random_walk_candles(end - DAY_MS, 1440 + 60, seed=i))
+            emu.add_market(
+                symbol, candles=random_walk_candles(end - DAY_MS, 1440, seed=i)
+            )  # up to the last closed minute
         yield emu
 
 

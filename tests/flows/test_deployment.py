@@ -70,4 +70,4 @@ def test_deployment_from_prefect_yaml_runs_on_a_worker(
     assert ingest_runs[0].state is not None
     assert ingest_runs[0].state.is_completed(), ingest_runs[0].state
     with db.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM candles")).scalar_one() == 2 * 30
+        assert 2 * 29 <= conn.execute(text("SELECT count(*) FROM candles")).scalar_one() <= 2 * 30
