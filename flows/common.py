@@ -48,10 +48,10 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def batches(symbols: Sequence[str], per_task: int | None, *, max_tasks: int = 8) -> list[list[str]]:
-    """Symbols per task: one task per symbol for small sets, else ~`max_tasks` batches. Prefect costs ~30-60 ms
-    of server recording per task run here, so 500 symbols as 8 tasks beat 500 tasks (PREFECT_NOTES); `make bench`
-    (signals) measured 8 tasks faster than 16 or 4."""
+def batches(symbols: Sequence[str], per_task: int | None, *, max_tasks: int = 4) -> list[list[str]]:
+    """Symbols split into at most `max_tasks` batches, one per worker thread of the flows' task runner. Prefect
+    costs ~30-60 ms of server recording per task run here (PREFECT_NOTES); `make bench` (signals, 500 symbols,
+    2.9-3.0 s without Prefect) measured 4 tasks at 4.1 s in two runs, 8 or 16 tasks at 4.1-5.1 s."""
     if per_task is None:
         per_task = max(1, -(-len(symbols) // max_tasks))
     return [list(symbols[i : i + per_task]) for i in range(0, len(symbols), per_task)]

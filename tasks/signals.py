@@ -13,7 +13,7 @@ import polars as pl
 from sqlalchemy import Connection, Engine
 
 from adapters.cache import MarketDataCache
-from db.candles import read_candles
+from db.candles import read_candles, read_windows
 from db.signals import store_signals
 from db.timescale import has_continuous_aggregates, read_aggregated
 from db.trading import load_open_positions
@@ -92,6 +92,37 @@ def read_signal_window(
             "volume": pl.Float64,
         },
     )
+
+
+def read_signal_windows(
+    conn: Connection,
+    *,
+    exchange: str,
+    symbols: Sequence[str],
+    base_timeframe: str,
+    timeframe: str,
+    newest: int,
+    now_ms: int,
+) -> pl.DataFrame:
+    """The windows of many symbols as one frame with `symbol` first: one query when the signal timeframe is
+    the stored one, else one aggregation per symbol."""
+    if timeframe == base_timeframe:
+        return read_windows(conn, exchange=exchange, symbols=symbols, timeframe=timeframe, newest=newest)
+    continuous = has_continuous_aggregates(conn)
+    frames = [
+        read_signal_window(
+            conn,
+            exchange=exchange,
+            symbol=symbol,
+            base_timeframe=base_timeframe,
+            timeframe=timeframe,
+            newest=newest,
+            now_ms=now_ms,
+            continuous=continuous,
+        ).with_columns(pl.lit(symbol, pl.String).alias("symbol"))
+        for symbol in symbols
+    ]
+    return pl.concat([f.select("symbol", *f.columns[:-1]) for f in frames]) if frames else pl.DataFrame()
 
 
 def _returns(window: pl.DataFrame, n: int = 100) -> np.ndarray:

@@ -31,7 +31,7 @@ from tasks.execution import ExecutionSettings, execute_paper
 from tasks.ingest import ingest_symbols
 from tasks.policy import RETRIES, RETRY_DELAYS, RETRY_JITTER, retry_transient_only, slug
 from tasks.resources import account_for, cache_for, engine_for, source_for
-from tasks.signals import EvaluationSettings, evaluate_symbols, raise_for_failures
+from tasks.signals import EvaluationSettings, evaluate_symbols, raise_for_failures, read_signal_windows
 
 _COMMON: dict[str, Any] = {
     "retries": RETRIES,
@@ -172,27 +172,20 @@ def warm_cache_task(
     window: int = 1000,
 ) -> int:
     """Load every configured symbol's candle window into Redis in one pass; returns windows written."""
-    import polars as pl
-
-    from tasks.signals import read_signal_window
-
     engine = engine_for(block)
     cache = cache_for(block)
     try:
-        frames = []
         with engine.connect() as conn:
-            for symbol in symbols:
-                frame = read_signal_window(
-                    conn,
-                    exchange=exchange,
-                    symbol=symbol,
-                    base_timeframe=base_timeframe,
-                    timeframe=timeframe,
-                    newest=window,
-                    now_ms=now_ms,
-                )
-                frames.append(frame.insert_column(0, pl.Series("symbol", [symbol] * frame.height, pl.String)))
-        return cache.warm(exchange, timeframe, pl.concat(frames)) if frames else 0
+            windows = read_signal_windows(
+                conn,
+                exchange=exchange,
+                symbols=symbols,
+                base_timeframe=base_timeframe,
+                timeframe=timeframe,
+                newest=window,
+                now_ms=now_ms,
+            )
+        return cache.warm(exchange, timeframe, windows) if windows.height else 0
     finally:
         cache.close()
 
