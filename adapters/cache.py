@@ -165,9 +165,12 @@ class MarketDataCache:
         return window.tail(newest)
 
     def put_window(self, exchange: str, symbol: str, timeframe: str, window: pl.DataFrame) -> None:
+        """Cache a window (an empty one is not worth a key: it can never satisfy a read)."""
+        if window.is_empty():
+            return
         key = self.key(exchange, "ohlcv", symbol, timeframe)
         ttl = self.ttl.ohlcv_ms(timeframe)
-        payload = encode_window(window.select(list(_WINDOW_SCHEMA)))
+        payload = encode_window(window)
         if self._call(lambda r: r.set(key, payload, px=ttl)) is not None:
             self.stats.writes += 1
 

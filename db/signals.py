@@ -15,62 +15,72 @@ _MS = "(extract(epoch FROM {0}) * 1000)::bigint"
 def store_signals(
     conn: Connection, *, exchange: str, evaluations: Sequence[Mapping[str, Any]], run_id: str | None
 ) -> list[int]:
-    """Insert evaluations (`SignalEvaluation.to_dict()` values); an evaluation of the same (exchange, symbol,
-    timeframe, ts) by the same run is stored once (task retries). Returns the signal ids, in order."""
-    ids: list[int] = []
-    for ev in evaluations:
-        existing = conn.execute(
-            text(
-                "SELECT id FROM signals WHERE exchange = :exchange AND symbol = :symbol AND timeframe = :timeframe"
-                " AND ts = to_timestamp(:ts / 1000.0) AND run_id IS NOT DISTINCT FROM :run_id"
-            ),
+    """Insert evaluations (`SignalEvaluation.to_dict()` values) in two statements whatever their number; an
+    evaluation of the same (exchange, symbol, timeframe, ts) by the same run is stored once (task retries).
+    Returns the signal ids, in order."""
+    if not evaluations:
+        return []
+    keys = [(ev["symbol"], ev["timeframe"], int(ev["ts"])) for ev in evaluations]
+    found = conn.execute(
+        text(
+            f"SELECT s.symbol, s.timeframe, {_MS.format('s.ts')}, s.id FROM signals s"
+            " JOIN unnest(CAST(:symbols AS text[]), CAST(:timeframes AS text[]), CAST(:ts AS bigint[]))"
+            " AS k(symbol, timeframe, ts) ON s.symbol = k.symbol AND s.timeframe = k.timeframe"
+            " AND s.ts = to_timestamp(k.ts / 1000.0)"
+            " WHERE s.exchange = :exchange AND s.run_id IS NOT DISTINCT FROM CAST(:run_id AS text)"
+        ),
+        {
+            "symbols": [k[0] for k in keys],
+            "timeframes": [k[1] for k in keys],
+            "ts": [k[2] for k in keys],
+            "exchange": exchange,
+            "run_id": run_id,
+        },
+    ).all()
+    ids = {(symbol, timeframe, int(ts)): int(signal_id) for symbol, timeframe, ts, signal_id in found}
+    new = [ev for ev, key in zip(evaluations, keys, strict=True) if key not in ids]
+    if new:
+        rows = [
             {
-                "exchange": exchange,
                 "symbol": ev["symbol"],
                 "timeframe": ev["timeframe"],
-                "ts": ev["ts"],
-                "run_id": run_id,
-            },
-        ).scalar_one_or_none()
-        if existing is not None:
-            ids.append(int(existing))
-            continue
-        conditions = {
-            "results": ev["conditions"],
-            "confidence": ev.get("confidence"),
-            "rejected": ev.get("rejected"),
-            "setup": ev.get("setup"),
-            "fib": ev.get("fib"),
-        }
-        new_id = conn.execute(
-            text(
-                "INSERT INTO signals (exchange, symbol, timeframe, ts, direction, score, confidence, tier, decision,"
-                " components, conditions, reasons, entry, stop, targets, run_id)"
-                " VALUES (:exchange, :symbol, :timeframe, to_timestamp(:ts / 1000.0), :direction, :score, :confidence,"
-                " :tier, :decision, CAST(:components AS jsonb), CAST(:conditions AS jsonb), CAST(:reasons AS jsonb),"
-                " :entry, :stop, CAST(:targets AS jsonb), :run_id) RETURNING id"
-            ),
-            {
-                "exchange": exchange,
-                "symbol": ev["symbol"],
-                "timeframe": ev["timeframe"],
-                "ts": ev["ts"],
+                "ts": int(ev["ts"]),
                 "direction": ev.get("direction"),
                 "score": ev["score"],
                 "confidence": ev.get("confidence"),
                 "tier": ev["tier"],
                 "decision": ev["decision"],
-                "components": _json(ev.get("components", {})),
-                "conditions": _json(conditions),
-                "reasons": _json(ev.get("reasons", [])),
+                "components": ev.get("components", {}),
+                "conditions": {
+                    "results": ev["conditions"],
+                    "confidence": ev.get("confidence"),
+                    "rejected": ev.get("rejected"),
+                    "setup": ev.get("setup"),
+                    "fib": ev.get("fib"),
+                },
+                "reasons": ev.get("reasons", []),
                 "entry": ev.get("entry"),
                 "stop": ev.get("stop"),
-                "targets": _json(ev.get("targets", [])),
-                "run_id": run_id,
-            },
-        ).scalar_one()
-        ids.append(int(new_id))
-    return ids
+                "targets": ev.get("targets", []),
+            }
+            for ev in new
+        ]
+        inserted = conn.execute(
+            text(
+                "INSERT INTO signals (exchange, symbol, timeframe, ts, direction, score, confidence, tier, decision,"
+                " components, conditions, reasons, entry, stop, targets, run_id)"
+                " SELECT :exchange, r.symbol, r.timeframe, to_timestamp(r.ts / 1000.0), r.direction, r.score,"
+                " r.confidence, r.tier, r.decision, r.components, r.conditions, r.reasons, r.entry, r.stop,"
+                " r.targets, :run_id"
+                " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(symbol text, timeframe text, ts bigint,"
+                " direction text, score float8, confidence float8, tier text, decision text, components jsonb,"
+                " conditions jsonb, reasons jsonb, entry float8, stop float8, targets jsonb)"
+                f" RETURNING symbol, timeframe, {_MS.format('ts')}, id"
+            ),
+            {"exchange": exchange, "rows": _json(rows), "run_id": run_id},
+        ).all()
+        ids.update({(symbol, timeframe, int(ts)): int(signal_id) for symbol, timeframe, ts, signal_id in inserted})
+    return [ids[key] for key in keys]
 
 
 def _json(value: object) -> str:

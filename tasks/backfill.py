@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -22,6 +21,7 @@ from typing import Protocol, TypeVar
 from sqlalchemy import Engine, text
 
 from adapters.exchange import OhlcvPage
+from adapters.rate_limit import retry_transient
 from db.backfill import BackfillJob, advance_in, claim_jobs, create_jobs, record_failure
 from db.gaps import find_gaps, known_first_candles, record_empty_range, record_first_candle
 from db.ingest import BatchReport, store_batch
@@ -101,23 +101,11 @@ class BackfillReport:
 ProgressHook = Callable[[str, SymbolProgress], None]
 
 
-async def retry_transient(fn: Callable[[], Awaitable[T]], options: BackfillOptions, what: str) -> T:
-    """Await `fn()`, retrying TransientError with exponential backoff and jitter; a Retry-After the exchange
-    gave is honoured when longer. The last error propagates."""
-    attempt = 0
-    while True:
-        try:
-            return await fn()
-        except SuspiciousEmptyPage:
-            raise
-        except TransientError as exc:
-            attempt += 1
-            if attempt >= options.fetch_attempts:
-                raise
-            backoff = min(options.max_delay_s, options.base_delay_s * 2 ** (attempt - 1))
-            delay = max(exc.retry_after_s or 0.0, backoff * (0.5 + random.random() / 2))
-            log.info("%s: %s; retry %d in %.1f s", what, exc, attempt, delay)
-            await asyncio.sleep(delay)
+def _retry(fn: Callable[[], Awaitable[T]], options: BackfillOptions) -> Awaitable[T]:
+    """Transient errors retried with backoff and jitter, Retry-After honoured (adapters.rate_limit)."""
+    return retry_transient(
+        fn, attempts=options.fetch_attempts, base_delay_s=options.base_delay_s, max_delay_s=options.max_delay_s
+    )
 
 
 async def fetch_with_retry(
@@ -157,7 +145,7 @@ async def fetch_with_retry(
                 first_candle_ms=first_candle,
             )
 
-    return await retry_transient(once, options, f"{job.symbol} page at {since_ms}")
+    return await _retry(once, options)
 
 
 def store_page(
@@ -269,9 +257,7 @@ async def _ensure_first_candles(
         if symbol in known:
             continue
         try:
-            first = await retry_transient(
-                functools.partial(source.first_candle_ms, symbol, timeframe), options, f"{symbol} first candle"
-            )
+            first = await _retry(functools.partial(source.first_candle_ms, symbol, timeframe), options)
         except TransientError as exc:
             log.warning("%s: first candle unknown for now (%s)", symbol, exc)
             continue

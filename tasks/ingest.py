@@ -19,11 +19,12 @@ import polars as pl
 from sqlalchemy import Engine, text
 
 from adapters.cache import MarketDataCache
+from adapters.rate_limit import retry_transient
 from db.ingest import store_batch
 from domain.candles import validate_frame
-from domain.errors import PermanentError, StrategyEngineError, TransientError
+from domain.errors import PermanentError, TransientError
 from domain.timeframes import last_closed_open, timeframe_ms
-from tasks.backfill import BackfillOptions, CandleSource, retry_transient
+from tasks.backfill import BackfillOptions, CandleSource
 
 
 @dataclass
@@ -38,18 +39,6 @@ class SymbolIngest:
     pages: int = 0
     error: str | None = None
     transient: bool = False
-
-
-class BatchIngestFailed(StrategyEngineError):
-    """Some symbols of a batch failed; the others were stored."""
-
-
-class TransientBatchFailure(BatchIngestFailed, TransientError):
-    pass
-
-
-class PermanentBatchFailure(BatchIngestFailed, PermanentError):
-    pass
 
 
 def newest_stored(engine: Engine, *, exchange: str, symbols: Sequence[str], timeframe: str) -> dict[str, int]:
@@ -98,7 +87,12 @@ async def ingest_symbols(
                 fetch = functools.partial(
                     source.fetch_ohlcv_page, symbol, timeframe, since, None, end_ms=page_end, confirm_empty=True
                 )
-                page = await retry_transient(fetch, options, f"{symbol} ingest")
+                page = await retry_transient(
+                    fetch,
+                    attempts=options.fetch_attempts,
+                    base_delay_s=options.base_delay_s,
+                    max_delay_s=options.max_delay_s,
+                )
                 validation = validate_frame(page.frame, timeframe=timeframe, now_ms=now_ms)
                 with engine.begin() as conn:
                     report = store_batch(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from prefect.tasks import exponential_backoff
 
-from domain.errors import TransientError
+from domain.errors import PermanentError, StrategyEngineError, TransientError
 
 RETRIES = 3
 # 2, 4, 8 s by default; SE_TASK_RETRY_BACKOFF_S scales it (tests use a few ms).
@@ -31,3 +32,25 @@ def slug(value: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only (BTC/USDT -> btc-usdt)."""
     out = "".join(ch if ch.isalnum() else "-" for ch in value.lower())
     return "-".join(part for part in out.split("-") if part)
+
+
+class SymbolsFailed(StrategyEngineError):
+    """Some symbols of a batch failed (the others' results were stored)."""
+
+
+class TransientSymbolsFailed(SymbolsFailed, TransientError):
+    pass
+
+
+class PermanentSymbolsFailed(SymbolsFailed, PermanentError):
+    pass
+
+
+def raise_for_failures(stage: str, failures: Sequence[tuple[str, str, bool]]) -> None:
+    """After a batch: fail its task when any symbol failed (transient only -> retried)."""
+    if not failures:
+        return
+    detail = "; ".join(f"{symbol}: {error}" for symbol, error, _ in failures)
+    if all(transient for _, _, transient in failures):
+        raise TransientSymbolsFailed(f"{stage}: {len(failures)} symbol(s) failed temporarily: {detail}")
+    raise PermanentSymbolsFailed(f"{stage}: {len(failures)} symbol(s) failed: {detail}")

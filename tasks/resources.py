@@ -9,9 +9,6 @@ Engines are pooled per process and URL (built on first use, never at import).
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import Any
 
 from sqlalchemy import Engine
 
@@ -52,10 +49,3 @@ def account_for(block_name: str) -> ExchangeAccount:
     return account.with_stored_credentials(
         require_block(TimescaleDatabase, block_name), require_block(EncryptionKeys, block_name)
     )
-
-
-@asynccontextmanager
-async def source_for(account: ExchangeAccount, symbols: Sequence[str], *, history_days: int = 30) -> AsyncIterator[Any]:
-    """The account's exchange (or the replay exchange) as an async source, closed on exit."""
-    async with account.open_source(symbols, history_days=history_days) as source:
-        yield source

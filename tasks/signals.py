@@ -4,7 +4,7 @@ context -> `evaluate_signal` -> stored in `signals`. A symbol's failure is its o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from db.signals import store_signals
 from db.timescale import has_continuous_aggregates, read_aggregated
 from db.trading import load_open_positions
 from db.trading_stats import setup_win_stats, win_stats
-from domain.errors import PermanentError, StrategyEngineError, TransientError
+from domain.errors import PermanentError, TransientError
 from domain.execution import RiskLimits, size_position
 from domain.signals import SignalContext, evaluate_signal
 from domain.tiers import Tier
@@ -189,16 +189,7 @@ def evaluate_symbols(
                         open_positions=len(open_positions),
                     )
                     if sizing.notional > 0:
-                        context = SignalContext(
-                            symbol=context.symbol,
-                            timeframe=timeframe,
-                            equity=context.equity,
-                            proposed_notional=sizing.notional,
-                            returns=context.returns,
-                            open_position_returns=context.open_position_returns,
-                            symbol_record=context.symbol_record,
-                            setup_records=context.setup_records,
-                        )
+                        context = replace(context, proposed_notional=sizing.notional)
                         evaluation = evaluate_signal(window, context=context, now_ms=now_ms)
                 result.evaluation = evaluation.to_dict()
             except (TransientError, PermanentError) as exc:
@@ -212,25 +203,3 @@ def evaluate_symbols(
         for result, signal_id in zip(evaluated, ids, strict=True):
             result.signal_id = signal_id
     return results
-
-
-class SymbolsFailed(StrategyEngineError):
-    """Some symbols of a batch failed (the others' results were stored)."""
-
-
-class TransientSymbolsFailed(SymbolsFailed, TransientError):
-    pass
-
-
-class PermanentSymbolsFailed(SymbolsFailed, PermanentError):
-    pass
-
-
-def raise_for_failures(stage: str, failures: Sequence[tuple[str, str, bool]]) -> None:
-    """After a batch: fail its task when any symbol failed (transient only -> retried)."""
-    if not failures:
-        return
-    detail = "; ".join(f"{symbol}: {error}" for symbol, error, _ in failures)
-    if all(transient for _, _, transient in failures):
-        raise TransientSymbolsFailed(f"{stage}: {len(failures)} symbol(s) failed temporarily: {detail}")
-    raise PermanentSymbolsFailed(f"{stage}: {len(failures)} symbol(s) failed: {detail}")

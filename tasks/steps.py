@@ -29,9 +29,9 @@ from domain.timeframes import DAY_MS, last_closed_open, timeframe_ms
 from tasks.backfill import BackfillOptions, backfill, continuity_report
 from tasks.execution import ExecutionSettings, execute_paper
 from tasks.ingest import ingest_symbols
-from tasks.policy import RETRIES, RETRY_DELAYS, RETRY_JITTER, retry_transient_only, slug
-from tasks.resources import account_for, cache_for, engine_for, source_for
-from tasks.signals import EvaluationSettings, evaluate_symbols, raise_for_failures, read_signal_windows
+from tasks.policy import RETRIES, RETRY_DELAYS, RETRY_JITTER, raise_for_failures, retry_transient_only, slug
+from tasks.resources import account_for, cache_for, engine_for
+from tasks.signals import EvaluationSettings, evaluate_symbols, read_signal_windows
 
 _COMMON: dict[str, Any] = {
     "retries": RETRIES,
@@ -87,7 +87,7 @@ def ingest_task(
         with concurrency(exchange_limit_name(exchange), occupy=1, strict=True):
 
             async def run() -> list[Any]:
-                async with source_for(account, symbols) as source:
+                async with account.open_source(symbols) as source:
                     return await ingest_symbols(
                         engine,
                         source,
@@ -129,7 +129,7 @@ def backfill_task(
     with concurrency(exchange_limit_name(exchange), occupy=1, strict=True):
 
         async def run() -> Any:
-            async with source_for(account, symbols, history_days=days) as source:
+            async with account.open_source(symbols, history_days=days) as source:
                 return await backfill(
                     engine,
                     source,
@@ -243,7 +243,7 @@ def execute_task(
     account = account_for(block)
 
     async def run() -> Any:
-        async with source_for(account, symbols) as source:
+        async with account.open_source(symbols) as source:
             return await execute_paper(
                 engine,
                 source,

@@ -95,7 +95,7 @@ def test_exchange_account_uses_credentials_stored_encrypted(prefix: str, db: Eng
 
     from blocks.keys import EncryptionKeys
     from db.crypto import generate_key
-    from tasks.resources import account_for, source_for
+    from tasks.resources import account_for
     from tests.emulator.binance import run_binance_emulator
 
     keys = EncryptionKeys(keys=[generate_key()])
@@ -117,7 +117,7 @@ def test_exchange_account_uses_credentials_stored_encrypted(prefix: str, db: Eng
         assert "EMU-KEY" not in repr(account)
 
         async def balance() -> dict[str, Any]:
-            async with source_for(account, []) as source:
+            async with account.open_source() as source:
                 result: dict[str, Any] = await source.fetch_balance()
                 return result
 
