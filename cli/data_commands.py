@@ -21,6 +21,7 @@ def _symbols(value: str | None) -> list[str]:
     return [s.strip() for s in (value or ",".join(settings().symbol_list)).split(",") if s.strip()]
 
 
+@friendly_errors
 def gaps_command(
     exchange: str = typer.Option(None, help="ccxt exchange id (default: SE_EXCHANGE)."),
     symbols: str = typer.Option(None, help="Comma-separated symbols (default: SE_SYMBOLS)."),
@@ -78,6 +79,7 @@ def gaps_command(
     )
 
 
+@friendly_errors
 def jobs_command(
     exchange: str = typer.Option(None, help="Only this exchange."),
     status: str = typer.Option(None, help="Only these statuses, comma-separated (PENDING,IN_PROGRESS,DONE,FAILED)."),
@@ -114,6 +116,3 @@ def jobs_command(
     console.print(table if jobs else "no backfill jobs")
     console.print("totals: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
 
-
-gaps_command = friendly_errors(gaps_command)
-jobs_command = friendly_errors(jobs_command)
