@@ -115,4 +115,3 @@ def jobs_command(
         )
     console.print(table if jobs else "no backfill jobs")
     console.print("totals: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"))
-
